@@ -1,0 +1,138 @@
+"""The Hydra training entry point, ``lc-train`` (also ``python -m lightning_compress.train``).
+
+This is the only module of the library that imports Hydra: everything it builds is an ordinary public class
+that works without configs. The configs live in ``conf/`` at the top of a checkout and inside the package of an
+installed wheel (``lightning_compress/conf``).
+
+Example:
+    lc-train                                             # SmallCNN on the offline MNIST-5k
+    lc-train data=digits model=cnn_digits trainer.max_epochs=3
+    lc-train -m optimizer.lr=1e-3,3e-3                   # a sweep; each job returns its best monitored score
+    lc-train experiment=rotten_tomatoes_minilm
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = ["CONFIG_DIR", "main", "train"]
+
+log = logging.getLogger(__name__)
+
+
+def _config_dir() -> Path:
+    """``lightning_compress/conf`` in an installed wheel, else ``conf/`` at the top of the checkout."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "conf"
+
+
+CONFIG_DIR = _config_dir()
+
+
+def _offline_minilm() -> str:
+    from lightning_compress.models import offline_minilm_path
+
+    return offline_minilm_path()
+
+
+OmegaConf.register_new_resolver("lc_offline_minilm", _offline_minilm, replace=True)
+
+
+def _model_kwargs(model_cfg: DictConfig, num_classes: int) -> dict[str, int]:
+    """Fills the model's class count from the data set unless the config sets it (a mismatch is caught later)."""
+    key = "num_labels" if "name_or_path" in model_cfg else "num_classes"
+    return {} if model_cfg.get(key) is not None else {key: num_classes}
+
+
+def _callbacks(cfg: DictConfig, monitor: str) -> tuple[list[Callback], ModelCheckpoint]:
+    callbacks: list[Callback] = []
+    checkpoint = instantiate(cfg.callbacks.model_checkpoint, monitor=monitor)
+    callbacks.append(checkpoint)
+    for name, node in cfg.callbacks.items():
+        if name != "model_checkpoint" and node is not None:
+            callbacks.append(instantiate(node))
+    for node in (cfg.get("compression") or {}).values():
+        if node is not None:
+            callbacks.append(instantiate(node))
+    return callbacks, checkpoint
+
+
+@rank_zero_only
+def _print_summary(rows: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="lightning_compress run", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for key, value in rows.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Builds data, model, module, callbacks, logger and trainer from ``cfg``, fits, and tests the best checkpoint.
+
+    Returns:
+        The best value of the monitored metric (``val/<primary metric>`` unless ``cfg.monitor`` says otherwise), so
+        that a Hydra sweeper (Optuna) can optimise it; ``None`` if no validation ran.
+
+    Raises:
+        ValueError: a model whose output width disagrees with the data set's label count (before training).
+    """
+    start = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, **_model_kwargs(cfg.model, datamodule.num_classes))
+    module = instantiate(
+        cfg.module,
+        model=model,
+        num_classes=datamodule.num_classes,
+        metrics=list(datamodule.metrics),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+    )
+    monitor = cfg.monitor or f"val/{datamodule.metrics[0]}"
+    callbacks, checkpoint = _callbacks(cfg, monitor)
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+
+    datamodule.setup("fit")
+    module.check_num_classes(next(iter(datamodule.train_dataloader())))
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    rows: dict[str, Any] = {"output dir": cfg.paths.output_dir}
+    score = checkpoint.best_model_score
+    if score is not None:
+        rows[f"best {monitor}"] = float(score)
+    if cfg.test:
+        best = "best" if score is not None and not trainer.fast_dev_run else None
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best)
+        rows.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+    rows["best checkpoint"] = checkpoint.best_model_path or "-"
+    rows["parameters"] = f"{sum(p.numel() for p in module.model.parameters()):,}"
+    rows["wall time"] = f"{time.perf_counter() - start:.1f} s"
+    _print_summary(rows)
+    return float(score) if score is not None else None
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Console entry point; see the module docstring."""
+    torch.set_float32_matmul_precision("high")
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
