@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,8 @@ def train(cfg: DictConfig) -> float | None:
 def main(cfg: DictConfig) -> float | None:
     """Console entry point; see the module docstring."""
     torch.set_float32_matmul_precision("high")
+    # Lightning 2.6 calls a torch.utils._pytree API that torch 2.14 deprecates; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     return train(cfg)
 
 

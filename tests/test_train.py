@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import MissingConfigException
+from hydra.errors import InstantiationException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
@@ -55,11 +55,11 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     x, y = mnist_data()
     root = tmp_path_factory.mktemp("imagefolder")
-    for split, offset in (("train", 0), ("val", 500)):
+    for split, offset in (("train", 0), ("val", 4)):
         for label in (0, 1):
             folder = root / split / f"class{label}"
             folder.mkdir(parents=True)
-            idx = [i for i in range(offset, 5000) if y[i] == label][:4]
+            idx = [i for i in range(5000) if y[i] == label][offset : offset + 4]
             for i in idx:
                 Image.fromarray(x[i].reshape(28, 28).astype("uint8")).convert("RGB").save(folder / f"{i}.png")
     return root
@@ -177,7 +177,7 @@ def test_preset_rotten_tomatoes_minilm(tmp_path: Path) -> None:
 def test_preset_imagenet_resnet50(tmp_path: Path, image_folder: Path) -> None:
     _fast_dev_run(
         ["experiment=imagenet_resnet50", "trainer=cpu", "trainer.precision=32-true", f"data.root={image_folder}",
-         "data.batch_size=2", "data.num_workers=0", "data.pin_memory=false"],
+         "data.batch_size=2", "data.num_classes=2", "data.num_workers=0", "data.pin_memory=false"],
         tmp_path,
     )
 
@@ -211,16 +211,15 @@ def test_unknown_data_set_lists_the_valid_names(tmp_path: Path) -> None:
 
 def test_unknown_model_lists_the_valid_names(tmp_path: Path) -> None:
     cfg = compose_train(["model=resnet18", "model.name=resnet1000"], tmp_path)
-    with pytest.raises(ValueError, match="resnet1000") as err:
+    with pytest.raises(InstantiationException, match="`name` must be one of .*resnet50.*got 'resnet1000'"):
         instantiate(cfg.model, num_classes=10)
-    assert "resnet50" in str(err.value)
 
 
 def test_missing_imagenet_folder_names_the_path_and_the_key(tmp_path: Path) -> None:
     cfg = compose_train(["data=imagenet", f"data.root={tmp_path / 'nowhere'}"], tmp_path)
-    with pytest.raises(Exception) as err:
+    with pytest.raises(InstantiationException, match="FileNotFoundError") as err:
         instantiate(cfg.data)
-    assert "nowhere" in str(err.value) and "data.root" in str(err.value)
+    assert f"{tmp_path / 'nowhere'}" in str(err.value) and "`data.root`" in str(err.value)
 
 
 def test_label_count_mismatch_is_caught_before_training(tmp_path: Path) -> None:

@@ -1,0 +1,24 @@
+"""Data modules: real offline data (MNIST-5k, digits, Rotten Tomatoes) and the usual online sets.
+
+Every data module exposes ``num_classes``, ``metrics`` (primary first) and ``task`` (``"multiclass"`` or
+``"regression"``) from its constructor, before ``setup``.
+"""
+
+from lightning_compress.data.cifar10 import CIFAR10DataModule
+from lightning_compress.data.digits import DigitsDataModule
+from lightning_compress.data.glue import GLUE_TASKS, GLUEDataModule, GLUETask, load_rotten_tomatoes
+from lightning_compress.data.imagenet import ImageNetDataModule
+from lightning_compress.data.mnist import MNIST5kDataModule
+from lightning_compress.data.tensor_data import TensorDataModule
+
+__all__ = [
+    "CIFAR10DataModule",
+    "DigitsDataModule",
+    "GLUEDataModule",
+    "GLUETask",
+    "GLUE_TASKS",
+    "ImageNetDataModule",
+    "MNIST5kDataModule",
+    "TensorDataModule",
+    "load_rotten_tomatoes",
+]

@@ -1,0 +1,146 @@
+"""ImageNet (or any ImageFolder laid out like it) with the standard training and evaluation transforms."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from lightning_compress._validation import check_int
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageNetDataModule(LightningDataModule):
+    """Class-per-folder images under ``root/train`` and ``root/val`` (torchvision ``ImageFolder``).
+
+    Training images get ``RandomResizedCrop(image_size)`` and a horizontal flip; evaluation images are resized to
+    ``image_size * 256 / 224`` and centre-cropped. Both are normalised with the ImageNet mean and std, giving float32
+    ``(B, 3, image_size, image_size)`` batches and int64 labels. ImageNet's test labels are not public, so the test
+    loader serves the validation folder. Images are converted to RGB by the ImageFolder loader.
+
+    Args:
+        root: Folder holding ``train_dir`` and ``val_dir``.
+        batch_size: Batch size of every loader.
+        num_workers: DataLoader worker processes.
+        pin_memory: Whether loaders pin memory (faster host-to-GPU copies).
+        image_size: Side of the square crops.
+        train_dir: Name of the training folder under ``root``.
+        val_dir: Name of the validation folder under ``root``.
+        num_classes: Number of class folders expected (1000 for ImageNet-1k).
+
+    Raises:
+        FileNotFoundError: At construction, if ``root/train_dir`` or ``root/val_dir`` is not a folder.
+        ValueError: At construction, for an out-of-range argument; in :meth:`setup`, if the class folders found
+            differ from ``num_classes`` or between train and val.
+
+    Example:
+        >>> dm = ImageNetDataModule("/data/imagenet", batch_size=256)  # doctest: +SKIP
+        >>> dm.setup(); x, y = next(iter(dm.val_dataloader())); x.shape  # doctest: +SKIP
+        torch.Size([256, 3, 224, 224])
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        batch_size: int = 256,
+        num_workers: int = 8,
+        pin_memory: bool = True,
+        image_size: int = 224,
+        train_dir: str = "train",
+        val_dir: str = "val",
+        num_classes: int = 1000,
+    ) -> None:
+        super().__init__()
+        check_int("batch_size", batch_size)
+        check_int("num_workers", num_workers, minimum=0)
+        check_int("image_size", image_size)
+        check_int("num_classes", num_classes)
+        self.root = Path(root)
+        self.train_path = self.root / train_dir
+        self.val_path = self.root / val_dir
+        for path in (self.train_path, self.val_path):
+            if not path.is_dir():
+                raise FileNotFoundError(
+                    f"ImageNet folder not found: {path} "
+                    f"(set `data.root` to a folder holding {train_dir}/ and {val_dir}/)"
+                )
+        self.num_classes = num_classes
+        self.metrics: tuple[str, ...] = ("acc",)
+        self.task = "multiclass"
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.image_size = image_size
+        self.train_transform = transforms.Compose(
+            [
+                transforms.RandomResizedCrop(image_size),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
+        self.eval_transform = transforms.Compose(
+            [
+                transforms.Resize(int(image_size * 256 / 224)),
+                transforms.CenterCrop(image_size),
+                transforms.ToTensor(),
+                transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
+        self.train_dataset: datasets.ImageFolder | None = None
+        self.val_dataset: datasets.ImageFolder | None = None
+        self.save_hyperparameters()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Indexes the two folders (once) and checks their classes.
+
+        Args:
+            stage: Ignored: both folders are indexed, which only lists files.
+
+        Raises:
+            ValueError: If the number of class folders is not ``num_classes`` or train and val classes differ.
+        """
+        if self.train_dataset is not None:
+            return
+        train = datasets.ImageFolder(str(self.train_path), transform=self.train_transform)
+        val = datasets.ImageFolder(str(self.val_path), transform=self.eval_transform)
+        if len(train.classes) != self.num_classes:
+            raise ValueError(
+                f"found {len(train.classes)} class folders under {self.train_path} but `num_classes` is "
+                f"{self.num_classes} (set `data.num_classes` to match)"
+            )
+        if train.class_to_idx != val.class_to_idx:
+            missing = sorted(set(train.classes) ^ set(val.classes))[:5]
+            raise ValueError(
+                f"class folders differ between {self.train_path} and {self.val_path} (e.g. {', '.join(missing)})"
+            )
+        self.train_dataset, self.val_dataset = train, val
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, augmented batches ``(x, y)``: x ``(B, 3, image_size, image_size)``, y ``(B,)`` int64."""
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Centre-cropped batches of the validation folder, in a fixed order."""
+        return self._loader(self.val_dataset, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """The validation folder again: ImageNet's test labels are not public."""
+        return self._loader(self.val_dataset, shuffle=False)
+
+    def _loader(self, dataset: datasets.ImageFolder | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("ImageNetDataModule.setup() must run before asking for a dataloader")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )

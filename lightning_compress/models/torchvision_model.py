@@ -1,0 +1,102 @@
+"""Classification models from torchvision by name, with an optional new head for pretrained weights."""
+
+from __future__ import annotations
+
+import torchvision
+from torch import nn
+from torchvision.models import WeightsEnum
+
+from lightning_compress._validation import check_int, check_one_of
+
+ALIASES = {"mobilenet_v3": "mobilenet_v3_large"}
+
+
+def torchvision_model(name: str, num_classes: int = 1000, weights: str | WeightsEnum | None = None) -> nn.Module:
+    """Builds a torchvision classification model, e.g. ``resnet18``.
+
+    Without weights the model is built with ``num_classes`` outputs. With pretrained weights it is built with the
+    weights' own classes (1000 for ImageNet-1k) and, if ``num_classes`` differs, every layer producing those logits
+    (the head, plus the auxiliary heads of ``googlenet`` / ``inception_v3``) is replaced by a freshly initialised one of
+    the same kind with ``num_classes`` outputs. Pretrained weights download on first use.
+
+    Args:
+        name: A name from ``torchvision.models.list_models(module=torchvision.models)``, or the alias
+            ``mobilenet_v3`` (= ``mobilenet_v3_large``).
+        num_classes: Number of output logits.
+        weights: ``None`` (random init), a weights name such as ``"DEFAULT"`` or ``"IMAGENET1K_V1"``, or a
+            ``WeightsEnum`` member.
+
+    Returns:
+        The model; it maps ``(B, 3, H, W)`` images to ``(B, num_classes)`` logits.
+
+    Raises:
+        ValueError: If ``name`` is not a torchvision classification model, ``num_classes`` is not a positive int, or
+            ``weights`` is not one of the model's weights.
+
+    Example:
+        >>> import torch
+        >>> torchvision_model("resnet18", num_classes=10)(torch.zeros(2, 3, 64, 64)).shape
+        torch.Size([2, 10])
+    """
+    name = ALIASES.get(name, name)
+    check_one_of("name", name, torchvision.models.list_models(module=torchvision.models))
+    check_int("num_classes", num_classes)
+    if weights is None:
+        return torchvision.models.get_model(name, num_classes=num_classes)
+    enum = torchvision.models.get_model_weights(name)
+    try:
+        weights = enum.verify(weights)
+    except (KeyError, TypeError) as err:
+        valid = ", ".join(enum.__members__)  # includes the DEFAULT alias
+        raise ValueError(f"`weights` for {name} must be None or one of {valid}, got {weights!r}") from err
+    model = torchvision.models.get_model(name, weights=weights)
+    pretrained_classes = len(weights.meta["categories"])
+    if num_classes != pretrained_classes:
+        replace_classifier(model, pretrained_classes, num_classes)
+    return model
+
+
+def replace_classifier(model: nn.Module, old_classes: int, num_classes: int) -> list[str]:
+    """Replaces, in place, every ``Linear`` / ``Conv2d`` with ``old_classes`` outputs by a new one with ``num_classes``.
+
+    In torchvision's classification models the only such layers are the classifier and the auxiliary classifiers.
+
+    Args:
+        model: The model to edit.
+        old_classes: The output size of the layers to replace (e.g. 1000).
+        num_classes: Their new output size.
+
+    Returns:
+        The qualified names of the replaced layers, e.g. ``["fc"]`` for a ResNet.
+
+    Raises:
+        ValueError: If no layer has ``old_classes`` outputs.
+
+    Example:
+        >>> model = torchvision.models.resnet18()
+        >>> replace_classifier(model, 1000, 10), model.fc.out_features
+        (['fc'], 10)
+    """
+    replaced = []
+    for fqn, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and module.out_features == old_classes:
+            new: nn.Module = nn.Linear(module.in_features, num_classes, bias=module.bias is not None)
+        elif isinstance(module, nn.Conv2d) and module.out_channels == old_classes:
+            new = nn.Conv2d(
+                module.in_channels,
+                num_classes,
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                module.groups,
+                bias=module.bias is not None,
+            )
+        else:
+            continue
+        parent_name, _, child = fqn.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, new.to(module.weight.device, module.weight.dtype))
+        replaced.append(fqn)
+    if not replaced:
+        raise ValueError(f"no Linear or Conv2d layer with {old_classes} outputs to replace in {type(model).__name__}")
+    return replaced
