@@ -227,3 +227,32 @@ def test_label_count_mismatch_is_caught_before_training(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="outputs 5 classes but the data has 10"):
         train(cfg)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_preset_glue_minilm_on_offline_sentences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GLUE preset end to end; `datasets.load_dataset` is replaced by real sentences in GLUE's sst2 schema."""
+    from lightning_compress.data import GLUEDataModule, load_rotten_tomatoes
+
+    rotten = load_rotten_tomatoes()
+    raw = type(rotten)({"train": rotten["train"].select(range(32)), "validation": rotten["validation"].select(range(16))})
+    monkeypatch.setattr(GLUEDataModule, "_load_raw", lambda self: raw)
+    _fast_dev_run(["experiment=glue_minilm", "data.batch_size=4"], tmp_path)
+
+
+def test_wheel_carries_the_configs(tmp_path: Path) -> None:
+    """`conf/` is packaged as lightning_compress/conf, and an installed copy finds it there."""
+    import zipfile
+
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("lightning_compress-*.whl")
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    assert (site / "lightning_compress" / "conf" / "train.yaml").is_file()
+    assert (site / "lightning_compress" / "py.typed").is_file()
+    probe = "import lightning_compress.train as t; print(t.CONFIG_DIR)"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()) == site / "lightning_compress" / "conf"
