@@ -27,6 +27,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_compress.masking import compression_target
+from lightning_compress.sparsity_report import sparsity_report
+
 __all__ = ["CONFIG_DIR", "main", "train"]
 
 log = logging.getLogger(__name__)
@@ -57,16 +60,29 @@ def _model_kwargs(model_cfg: DictConfig, num_classes: int) -> dict[str, int]:
 
 
 def _callbacks(cfg: DictConfig, monitor: str) -> tuple[list[Callback], ModelCheckpoint]:
-    callbacks: list[Callback] = []
     checkpoint = instantiate(cfg.callbacks.model_checkpoint, monitor=monitor)
-    callbacks.append(checkpoint)
-    for name, node in cfg.callbacks.items():
-        if name != "model_checkpoint" and node is not None:
-            callbacks.append(instantiate(node))
-    for node in (cfg.get("compression") or {}).values():
-        if node is not None:
-            callbacks.append(instantiate(node))
-    return callbacks, checkpoint
+    others = [instantiate(node) for name, node in cfg.callbacks.items() if name != "model_checkpoint" and node]
+    return [checkpoint, *others], checkpoint
+
+
+def _compression(cfg: DictConfig, module: pl.LightningModule) -> tuple[pl.LightningModule, list[Callback]]:
+    """Builds the ``compression`` group: Lightning callbacks, and module wrappers (``_partial_`` nodes taking
+    ``student``, such as ``DistillationModule``) applied to ``module`` in config order."""
+    callbacks: list[Callback] = []
+    for name, node in (cfg.get("compression") or {}).items():
+        if node is None:
+            continue
+        built = instantiate(node)
+        if isinstance(built, Callback):
+            callbacks.append(built)
+        elif callable(built):
+            module = built(student=module)
+        else:
+            raise TypeError(
+                f"`compression.{name}` must build a Lightning Callback or a module wrapper (a `_partial_: true` node "
+                f"taking `student`), got {type(built).__name__}"
+            )
+    return module, callbacks
 
 
 @rank_zero_only
@@ -104,13 +120,14 @@ def train(cfg: DictConfig) -> float | None:
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
+    datamodule.setup("fit")
+    module.check_num_classes(next(iter(datamodule.train_dataloader())))
+
+    module, compression = _compression(cfg, module)
     monitor = cfg.monitor or f"val/{datamodule.metrics[0]}"
     callbacks, checkpoint = _callbacks(cfg, monitor)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
-
-    datamodule.setup("fit")
-    module.check_num_classes(next(iter(datamodule.train_dataloader())))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[*compression, *callbacks], logger=logger)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     rows: dict[str, Any] = {"output dir": cfg.paths.output_dir}
@@ -122,7 +139,9 @@ def train(cfg: DictConfig) -> float | None:
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best)
         rows.update({k: float(v) for k, v in (results[0] if results else {}).items()})
     rows["best checkpoint"] = checkpoint.best_model_path or "-"
-    rows["parameters"] = f"{sum(p.numel() for p in module.model.parameters()):,}"
+    report = sparsity_report(compression_target(module))
+    rows["parameters"] = f"{sum(p.numel() for p in compression_target(module).parameters()):,}"
+    rows["sparsity (Linear/Conv weights)"] = f"{report.sparsity:.2%} ({report.nonzeros:,} of {report.numel:,} non-zero)"
     rows["wall time"] = f"{time.perf_counter() - start:.1f} s"
     _print_summary(rows)
     return float(score) if score is not None else None

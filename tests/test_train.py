@@ -166,6 +166,25 @@ def test_preset_digits_cnn(tmp_path: Path) -> None:
     _fast_dev_run(["experiment=digits_cnn"], tmp_path)
 
 
+def test_preset_mnist_gmp90(tmp_path: Path) -> None:
+    _fast_dev_run(["experiment=mnist_gmp90"], tmp_path)
+
+
+def test_gmp_run_reaches_its_sparsity_and_logs_it(tmp_path: Path) -> None:
+    cfg = compose_train(
+        ["experiment=mnist_gmp90", "data=digits", "model=cnn_digits", "trainer.max_epochs=3",
+         "compression.gmp.start_epoch=0", "compression.gmp.end_epoch=2", "compression.gmp.final_sparsity=0.8", *FAST],
+        tmp_path,
+    )
+    train(cfg)
+    metrics = (tmp_path / "csv" / "metrics.csv").read_text()
+    assert "compress/sparsity" in metrics
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    weights = [v for k, v in state["state_dict"].items() if k.endswith("weight") and v.dim() > 1]
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    assert zeros == round(0.8 * sum(w.numel() for w in weights))
+
+
 def test_preset_rotten_tomatoes_minilm(tmp_path: Path) -> None:
     _fast_dev_run(
         ["experiment=rotten_tomatoes_minilm", "data.batch_size=4", "data.max_train_samples=16",
