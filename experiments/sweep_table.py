@@ -22,6 +22,13 @@ def last_values(metrics_csv: Path, names: list[str]) -> dict[str, str]:
     return found
 
 
+def _fmt(value: str) -> str:
+    try:
+        return f"{float(value):.4f}"
+    except ValueError:
+        return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path)
@@ -34,10 +41,10 @@ def main() -> None:
     rows = []
     for job in jobs:
         overrides = (job / ".hydra" / "overrides.yaml").read_text().splitlines()
-        swept = " ".join(line.removeprefix("- ") for line in overrides)
+        swept = " ".join(line.removeprefix("- ") for line in overrides if "progress_bar" not in line)
         metrics_csv = next(job.rglob("metrics.csv"), None)
         values = last_values(metrics_csv, args.metrics) if metrics_csv else {}
-        rows.append([job.name, swept, *(values.get(m, "-") for m in args.metrics)])
+        rows.append([job.name, swept, *(_fmt(values.get(m, "-")) for m in args.metrics)])
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
