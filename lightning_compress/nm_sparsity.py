@@ -74,7 +74,9 @@ class NMSparsity(Callback):
 
     The groups of ``m`` run along each layer's reduction dimension (:func:`~lightning_compress.nm_mask.nm_mask`).
     From ``start_epoch`` on the masks are enforced at every optimizer step by the shared masking core, so the weights
-    stay N:M after every step, at every validation and in every checkpoint. Two policies:
+    stay N:M after every step, at every validation and in every checkpoint. Two policies (``"dynamic"`` is the
+    default: it was as accurate as ``"fixed"`` on MNIST-5k and about 1 point better on MiniLM / Rotten Tomatoes, see
+    ``experiments/nm_sparsity/README.md``; ``"fixed"`` is the cheap one):
 
     * ``"fixed"``: the masks are computed once from the weights' magnitudes at the start step (or grown over the ramp)
       and then held; gradients of pruned weights are zeroed before each step and the weights re-zeroed after it, and
@@ -108,7 +110,7 @@ class NMSparsity(Callback):
         n: Weights kept per group, an int with ``0 < n < m``.
         m: Group size, an int.
         start_epoch: When the masks first apply, in epochs (fractions allowed), >= 0.
-        policy: ``"fixed"`` or ``"dynamic"`` (see above).
+        policy: ``"dynamic"`` (SR-STE) or ``"fixed"`` (see above).
         update_every_n_steps: Optimizer steps between mask updates: the ramp's steps, and the mask recomputations of
             ``"dynamic"``; an int >= 1.
         ramp_epochs: Length of the ramp in epochs, >= 0; 0 makes every group N:M at ``start_epoch``.
@@ -138,7 +140,7 @@ class NMSparsity(Callback):
         n: int = 2,
         m: int = 4,
         start_epoch: float = 0.0,
-        policy: Literal["fixed", "dynamic"] = "fixed",
+        policy: Literal["fixed", "dynamic"] = "dynamic",
         update_every_n_steps: int = 10,
         ramp_epochs: float = 0.0,
         sr_ste_decay: float = 2e-4,

@@ -174,10 +174,11 @@ def test_fixed_masks_are_the_magnitude_nm_masks_at_the_start_step() -> None:
         assert torch.equal(mask, nm_mask(seen[name], 2, 4)), name
 
 
-def test_manual_optimisation_with_two_optimizers() -> None:
+@pytest.mark.parametrize("policy", ["fixed", "dynamic"])
+def test_manual_optimisation_with_two_optimizers(policy: str) -> None:
     L.seed_everything(0)
     model = TinyNet(manual=True)
-    sparsity = NMSparsity(verbose=0)
+    sparsity = NMSparsity(policy=policy, verbose=0)
     checker = NMChecker(sparsity)
     fit(model, [sparsity, checker], max_epochs=1)
     assert checker.nm_checks == 8
@@ -228,18 +229,24 @@ def test_dynamic_updates_the_dense_weights_with_the_sparse_point_gradient() -> N
 
 
 # ------------------------------------------------------------------------------------------------------ ramp
-def test_fixed_ramp_grows_the_nm_groups_then_holds() -> None:
+@pytest.mark.parametrize("policy", ["fixed", "dynamic"])
+def test_ramp_grows_the_nm_groups(policy: str) -> None:
     L.seed_everything(0)
     model = TinyNet()
-    sparsity = NMSparsity(start_epoch=0.5, ramp_epochs=1, update_every_n_steps=2, verbose=0)
+    sparsity = NMSparsity(start_epoch=0.5, ramp_epochs=1, policy=policy, update_every_n_steps=2, verbose=0)
     checker = NMChecker(sparsity)
     fit(model, [sparsity, checker], max_epochs=3)
     assert (sparsity._start_step, sparsity._full_step) == (4, 12)
     fractions = [checker.fraction_by_step[s] for s in range(24)]
     assert fractions[:6] == [0.0] * 6 and fractions[6] == 0.25 and fractions[8] == 0.5 and fractions[12:] == [1.0] * 12
-    for s in range(1, 24):  # fixed: masks only grow
-        for a, b in zip(checker.masks_by_step[s - 1], checker.masks_by_step[s]):
-            assert not (b & ~a).any()
+    for s in range(24):  # in each layer, round(fraction * groups) groups are 2:4 and the others dense
+        for m in checker.masks_by_step[s]:
+            kept = m.reshape(-1, 4).sum(-1)
+            assert int((kept == 2).sum()) == round(fractions[s] * kept.numel()) == int((kept != 4).sum()), s
+    if policy == "fixed":  # masks only grow
+        for s in range(1, 24):
+            for a, b in zip(checker.masks_by_step[s - 1], checker.masks_by_step[s]):
+                assert not (b & ~a).any()
     for p in sparsity.masks.params:
         assert is_nm_sparse(p.detach())
 

@@ -52,7 +52,7 @@ def classifier(model: torch.nn.Module, lr: float) -> ClassificationModule:
     )
 
 
-def data(samples: int, seed: int) -> GLUEDataModule:
+def data(samples: int | None, seed: int) -> GLUEDataModule:
     dm = GLUEDataModule("rotten_tomatoes", tokenizer=offline_minilm_path(), batch_size=32, seed=seed,
                         max_train_samples=samples)
     dm.setup("fit")
@@ -82,6 +82,18 @@ def teacher_model(samples: int) -> tuple[torch.nn.Module, dict[str, float]]:
     return teacher, json.loads(scores_file.read_text())
 
 
+def student_data(args: argparse.Namespace, seed: int) -> GLUEDataModule:
+    """``--student-samples`` training sentences the teacher was not fine-tuned on (a seeded draw per seed)."""
+    dm = data(args.teacher_samples, seed=0)  # the teacher's split and subset (GLUEDataModule._subset, seed 0)
+    full = data(None, seed=0)  # type: ignore[arg-type]
+    n = len(full.train_dataset)
+    teacher_rows = set(torch.randperm(n, generator=torch.Generator().manual_seed(0))[: args.teacher_samples].tolist())
+    unseen = [i for i in range(n) if i not in teacher_rows]
+    pick = torch.randperm(len(unseen), generator=torch.Generator().manual_seed(100 + seed))[: args.student_samples]
+    dm.train_dataset = full.train_dataset.select([unseen[i] for i in pick.tolist()])
+    return dm
+
+
 def train_student(teacher: torch.nn.Module, seed: int, distill: bool, args: argparse.Namespace) -> dict[str, float]:
     L.seed_everything(seed)
     student = classifier(layer_subset_student(teacher, layers=args.layers), lr=args.lr)
@@ -89,7 +101,7 @@ def train_student(teacher: torch.nn.Module, seed: int, distill: bool, args: argp
     if distill:
         module = DistillationModule(student, teacher, temperature=args.temperature, alpha=args.alpha,
                                     teacher_cache=CACHE)
-    dm = data(args.student_samples, seed=100 + seed)  # another subset than the teacher's (seed 0), per seed
+    dm = student_data(args, seed)
     start = time.perf_counter()
     L.Trainer(max_epochs=args.epochs, **QUIET).fit(module, dm.train_dataloader())
     return {**evaluate(student, dm), "seconds": time.perf_counter() - start}

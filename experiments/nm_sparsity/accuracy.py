@@ -121,13 +121,17 @@ def run_minilm(
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Per task: mean accuracy over seeds, and the mean paired difference to dense run with the same seeds."""
+    def setting(r: dict[str, Any]) -> str:
+        data = f", {r['train_samples']} train sentences" if "train_samples" in r else ""
+        return f"{r['task']}, {r['epochs']} epochs{data}"
+
     lines = []
-    for task in sorted({r["task"] for r in rows}):
-        task_rows = [r for r in rows if r["task"] == task]
+    for task in sorted({setting(r) for r in rows}):
+        task_rows = [r for r in rows if setting(r) == task]
         dense = {r["seed"]: 100 * r["acc"] for r in task_rows if r["run"] == "dense"}
         lines.append(f"\n{task}")
         lines.append(
-            f"{'run':40s} {'seeds':>7s} {'acc %':>7s} {'min-max':>13s} {'vs dense':>9s} {'ratio':>7s} {'2:4 ok':>6s}"
+            f"{'run':48s} {'seeds':>7s} {'acc %':>7s} {'min-max':>13s} {'vs dense':>9s} {'ratio':>7s} {'2:4 ok':>6s}"
         )
         for name in dict.fromkeys(r["run"] for r in task_rows):
             rs = [r for r in task_rows if r["run"] == name]
@@ -137,7 +141,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             ok = {r["nm_ok"] for r in rs}
             seeds = ",".join(str(r["seed"]) for r in rs)
             lines.append(
-                f"{name:40s} {seeds:>7s} {statistics.mean(accs):7.2f} {min(accs):6.2f}-{max(accs):6.2f}"
+                f"{name:48s} {seeds:>7s} {statistics.mean(accs):7.2f} {min(accs):6.2f}-{max(accs):6.2f}"
                 f" {statistics.mean(paired) if paired else float('nan'):+9.2f}"
                 f" {statistics.mean(ratio) if ratio else float('nan'):7.4f} {'-' if ok == {None} else str(all(ok)):>6s}"
             )
