@@ -19,7 +19,7 @@ from torch.optim import Optimizer
 from typing_extensions import override
 
 from lightning_compress.magnitude import global_magnitude_masks, magnitude_mask
-from lightning_compress.masking import ParameterMasks, compression_target, pack_mask, unpack_mask
+from lightning_compress.masking import ParameterMasks, broadcast_masks, compression_target, schedule_step
 from lightning_compress.prunable_weights import FilterFn, prunable_weights
 from lightning_compress.sparsity_schedule import ScheduleLike, resolve_schedule, sparsity_at_step
 
@@ -192,7 +192,7 @@ class GradualMagnitudePruning(Callback):
     ) -> None:
         if trainer.sanity_checking or self._masks is None:
             return
-        step = _schedule_clock(trainer, pl_module)
+        step = schedule_step(trainer, pl_module)
         if step == self._last_update_step or not self._due(step):
             return
         self._update(trainer, step)
@@ -271,7 +271,7 @@ class GradualMagnitudePruning(Callback):
             new = global_magnitude_masks(masks.params, target, masks.masks)
         else:
             new = [magnitude_mask(p, target, m) for p, m in zip(masks.params, masks.masks)]
-        masks.set_masks(_broadcast_masks(new))
+        masks.set_masks(broadcast_masks(new))
         masks.apply_to_weights()
         self._sparsity = target
 
@@ -290,30 +290,6 @@ class GradualMagnitudePruning(Callback):
     def _detach(self) -> None:
         if self._masks is not None:
             self._masks.detach()
-
-
-def _schedule_clock(trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
-    """Optimizer steps done (automatic optimisation) or batches done (manual optimisation, where several optimizers
-    may each step once per batch)."""
-    if pl_module.automatic_optimization:
-        return trainer.global_step
-    return trainer.fit_loop.total_batch_idx
-
-
-def _broadcast_masks(masks: list[Tensor]) -> list[Tensor]:
-    """Rank 0's masks on every rank (packed to 1 bit per weight, one broadcast); the masks themselves when not
-    distributed."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return masks
-    packed = [pack_mask(m) for m in masks]
-    flat = torch.cat(packed)
-    dist.broadcast(flat, src=0)
-    out, offset = [], 0
-    for m, p in zip(masks, packed):
-        out.append(unpack_mask(flat[offset : offset + p.numel()], m.shape))
-        offset += p.numel()
-    return out
 
 
 def _validate(

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["ParameterMasks", "compression_target", "pack_mask", "unpack_mask"]
+__all__ = ["ParameterMasks", "broadcast_masks", "compression_target", "pack_mask", "schedule_step", "unpack_mask"]
 
 _CHUNK = 1 << 19  # elements per CPU chunk: a 2 MiB fp32 scratch buffer (the fastest size measured on 2 cores)
 _SHIFTS = tuple(range(8))
@@ -119,6 +119,46 @@ def unpack_mask(packed: Tensor, shape: Union[torch.Size, Sequence[int]]) -> Tens
     shifts = torch.tensor(_SHIFTS, dtype=torch.uint8, device=packed.device)
     bits = (packed.unsqueeze(1) >> shifts) & 1
     return bits.reshape(-1)[:numel].to(torch.bool).view(shape)
+
+def schedule_step(trainer: Any, pl_module: nn.Module) -> int:
+    """The step that compression schedules count: optimizer steps done (``trainer.global_step``) under automatic
+    optimisation, so gradient accumulation stays right; batches done under manual optimisation, where several
+    optimizers may each step once per batch.
+
+    Example:
+        >>> # in a callback hook: step = schedule_step(trainer, pl_module)
+    """
+    if getattr(pl_module, "automatic_optimization", True):
+        return trainer.global_step
+    return trainer.fit_loop.total_batch_idx
+
+
+def broadcast_masks(masks: list[Tensor]) -> list[Tensor]:
+    """Rank 0's masks on every rank, packed to 1 bit per weight in one broadcast, so that every replica prunes the same
+    weights even where their float values differ in the last bit. Without an initialised process group of more than one
+    rank, ``masks`` is returned as it is.
+
+    Args:
+        masks: Bool tensors, the same shapes on every rank.
+
+    Returns:
+        Bool tensors of the same shapes, equal to rank 0's.
+
+    Example:
+        >>> broadcast_masks([torch.tensor([True, False])])
+        [tensor([ True, False])]
+    """
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return masks
+    packed = [pack_mask(m) for m in masks]
+    flat = torch.cat(packed)
+    dist.broadcast(flat, src=0)
+    out, offset = [], 0
+    for m, p in zip(masks, packed):
+        out.append(unpack_mask(flat[offset : offset + p.numel()], m.shape))
+        offset += p.numel()
+    return out
 
 
 class ParameterMasks:

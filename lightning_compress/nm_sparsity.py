@@ -19,8 +19,7 @@ from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
-from lightning_compress.gradual_magnitude_pruning import _broadcast_masks, _schedule_clock
-from lightning_compress.masking import ParameterMasks, compression_target
+from lightning_compress.masking import ParameterMasks, broadcast_masks, compression_target, schedule_step
 from lightning_compress.nm_mask import partial_nm_mask
 from lightning_compress.prunable_weights import FilterFn, prunable_weights
 
@@ -284,7 +283,7 @@ class NMSparsity(Callback):
     ) -> None:
         if trainer.sanity_checking or self._masks is None:
             return
-        step = _schedule_clock(trainer, pl_module)
+        step = schedule_step(trainer, pl_module)
         if step == self._last_update_step or not self._due(step):
             return
         self._update(trainer, step)
@@ -311,11 +310,16 @@ class NMSparsity(Callback):
         if self._dense is None:
             return
         self._restored.add(id(_unwrap(optimizer)))
-        for i in self._optimizer_indices(optimizer):  # SR-STE: step the dense weights with the sparse-point gradient
-            param, mask = masks.params[i], masks.masks[i]
-            param.copy_(self._dense[i])
-            if self.sr_ste_decay and param.grad is not None:
-                param.grad.add_(torch.where(mask, 0.0, param), alpha=self.sr_ste_decay)
+        indices = self._optimizer_indices(optimizer)
+        params = [masks.params[i] for i in indices]
+        dense = [self._dense[i] for i in indices]
+        if self.sr_ste_decay:
+            # the weights hold mask * dense here, so decay * (dense - weight) is decay * (1 - mask) * dense
+            with_grad = [i for i, p in enumerate(params) if p.grad is not None]
+            grads = [params[i].grad for i in with_grad]
+            torch._foreach_add_(grads, [dense[i] for i in with_grad], alpha=self.sr_ste_decay)
+            torch._foreach_add_(grads, [params[i] for i in with_grad], alpha=-self.sr_ste_decay)
+        torch._foreach_copy_(params, dense)  # SR-STE: step the dense weights with the sparse-point gradient
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -403,7 +407,7 @@ class NMSparsity(Callback):
                     for other in external:
                         dense.mul_(other)
             new = [partial_nm_mask(d, self.n, self.m, target) for d in self._dense]
-        new = _broadcast_masks(new)
+        new = broadcast_masks(new)
         changed = sum(int((a != b).sum()) for a, b in zip(new, masks.masks)) / sum(m.numel() for m in new)
         before, before_layers = self._zero_fraction(), _layer_zeros(masks)
         masks.set_masks(new)
@@ -432,11 +436,11 @@ class NMSparsity(Callback):
         if masks is None or self._dense is None:
             return
         self._restored.discard(id(optimizer))
-        for i in self._optimizer_indices(optimizer):
-            param = masks.params[i]
+        indices = self._optimizer_indices(optimizer)
+        for i in indices:
             for other in self._external[i] if i < len(self._external) else ():
-                param.mul_(other)
-            self._dense[i].copy_(param)
+                masks.params[i].mul_(other)
+        torch._foreach_copy_([self._dense[i] for i in indices], [masks.params[i] for i in indices])
         masks.apply_to_weights(optimizer)
 
     def _optimizer_indices(self, optimizer: Any) -> list[int]:

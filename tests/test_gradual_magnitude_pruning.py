@@ -326,7 +326,7 @@ def test_ddp_masks_identical_on_every_rank(tmp_path: Path) -> None:
     script = Path(__file__).with_name("ddp_gmp_script.py")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=150, env=env
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600, env=env
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
