@@ -6,33 +6,64 @@ Example:
     >>> import lightning.pytorch as pl
     >>> from lightning_compress import GradualMagnitudePruning
     >>> trainer = pl.Trainer(max_epochs=12, callbacks=[GradualMagnitudePruning(final_sparsity=0.9, end_epoch=8)])
+    >>> from lightning_compress import NMSparsity
+    >>> trainer = pl.Trainer(max_epochs=12, callbacks=[NMSparsity(n=2, m=4)])
 """
 
 from lightning_compress.classification import ClassificationModule
+from lightning_compress.distillation import DistillationModule
+from lightning_compress.distillation_loss import feature_loss, kd_loss
 from lightning_compress.gradual_magnitude_pruning import GradualMagnitudePruning
 from lightning_compress.lr_schedule import warmup_lr
 from lightning_compress.magnitude import global_magnitude_masks, magnitude_mask, num_to_prune
-from lightning_compress.masking import ParameterMasks, compression_target, pack_mask, unpack_mask
+from lightning_compress.masking import (
+    ParameterMasks,
+    broadcast_masks,
+    compression_target,
+    pack_mask,
+    schedule_step,
+    unpack_mask,
+)
+from lightning_compress.nm_mask import is_nm_sparse, nm_mask, partial_nm_mask
+from lightning_compress.nm_sparsity import NMSparsity
 from lightning_compress.prunable_weights import prunable_weights
+from lightning_compress.semi_structured import to_semi_structured
 from lightning_compress.sparsity_report import SparsityReport, sparsity_report
 from lightning_compress.sparsity_schedule import constant_schedule, cubic_schedule, linear_schedule, sparsity_at_step
+from lightning_compress.student_builders import layer_subset_student, small_cnn_student
+from lightning_compress.teacher import load_teacher
+from lightning_compress.teacher_cache import TeacherCache
 
 __all__ = [
     "ClassificationModule",
+    "DistillationModule",
     "GradualMagnitudePruning",
+    "NMSparsity",
     "ParameterMasks",
     "SparsityReport",
+    "TeacherCache",
+    "broadcast_masks",
     "compression_target",
     "constant_schedule",
     "cubic_schedule",
+    "feature_loss",
     "global_magnitude_masks",
+    "is_nm_sparse",
+    "kd_loss",
+    "layer_subset_student",
     "linear_schedule",
+    "load_teacher",
     "magnitude_mask",
+    "nm_mask",
     "num_to_prune",
     "pack_mask",
+    "partial_nm_mask",
     "prunable_weights",
+    "schedule_step",
+    "small_cnn_student",
     "sparsity_at_step",
     "sparsity_report",
+    "to_semi_structured",
     "unpack_mask",
     "warmup_lr",
 ]

@@ -21,6 +21,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_compress.classification import ClassificationModule
 from lightning_compress.distillation import DistillationModule
 from lightning_compress.gradual_magnitude_pruning import GradualMagnitudePruning
+from lightning_compress.nm_mask import is_nm_sparse
+from lightning_compress.nm_sparsity import NMSparsity
 from lightning_compress.models import SmallCNN
 from lightning_compress.teacher import load_teacher
 
@@ -241,6 +243,22 @@ def test_pruning_touches_the_student_only() -> None:
     for name, value in teacher.state_dict().items():
         assert torch.equal(value, before[name]), name
     assert module.compression_target is module.student
+
+
+@pytest.mark.parametrize("policy", ["fixed", "dynamic"])
+def test_nm_sparsity_touches_the_student_only(policy: str) -> None:
+    torch.manual_seed(0)
+    teacher = teacher_cnn()
+    before = copy.deepcopy(teacher.state_dict())
+    module = DistillationModule(student_module(), teacher, alpha=0.5)
+    nm = NMSparsity(policy=policy, skip_first_conv=True, verbose=0)
+    fit(module, [nm], epochs=1)
+    assert all(name.startswith("model.") for name in nm.masks.names)
+    for name in nm.masks.names:
+        weight = module.student.get_parameter(name).detach()
+        assert is_nm_sparse(weight, 2, 4) and int((weight == 0).sum()) >= weight.numel() // 2, name
+    for name, value in teacher.state_dict().items():
+        assert torch.equal(value, before[name]), name
 
 
 # ------------------------------------------------------------------------------------------------------ features
