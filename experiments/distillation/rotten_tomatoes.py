@@ -99,8 +99,11 @@ def train_student(teacher: torch.nn.Module, seed: int, distill: bool, args: argp
     student = classifier(layer_subset_student(teacher, layers=args.layers), lr=args.lr)
     module: L.LightningModule = student
     if distill:
-        module = DistillationModule(student, teacher, temperature=args.temperature, alpha=args.alpha,
-                                    teacher_cache=CACHE)
+        # hidden-state pairs: student layer j (a copy of teacher layer layers[j]) against that teacher layer's output
+        features = [{"student": f"hidden_states.{j + 1}", "teacher": f"hidden_states.{i + 1}", "weight": args.feature_weight}
+                    for j, i in enumerate(args.layers)] if args.feature_weight > 0 else []
+        module = DistillationModule(student, teacher, temperature=args.temperature, alpha=args.alpha, features=features,
+                                    teacher_cache=False if features else CACHE)
     dm = student_data(args, seed)
     start = time.perf_counter()
     L.Trainer(max_epochs=args.epochs, **QUIET).fit(module, dm.train_dataloader())
@@ -134,6 +137,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--feature-weight", type=float, default=0.0, help="> 0: add hidden-state pairs (MSE)")
     parser.add_argument("--latency-repeats", type=int, default=15)
     parser.add_argument("--skip-training", action="store_true", help="measure the speed-up only")
     args = parser.parse_args()

@@ -63,7 +63,13 @@ MINILM_RUNS: dict[str, Optional[dict[str, Any]]] = {
     "fixed, from epoch 1": {"policy": "fixed", "start_epoch": 1},
     "fixed + ramp over epochs 0-1.5": {"policy": "fixed", "start_epoch": 0, "ramp_epochs": 1.5},
     "dynamic (SR-STE, k=10) + ramp over epochs 0-1.5": {"policy": "dynamic", "start_epoch": 0, "ramp_epochs": 1.5},
+    # NVIDIA's ASP recipe: fine-tune dense, then 2:4 and fine-tune again for the same epochs and hyperparameters
+    "dense fine-tune, then fixed 2:4 from step 0": {"from_dense": True, "policy": "fixed", "start_epoch": 0},
+    "dense fine-tune, then dynamic (SR-STE, k=10) + ramp 0-1.5": {
+        "from_dense": True, "policy": "dynamic", "start_epoch": 0, "ramp_epochs": 1.5,
+    },
 }
+CACHE = HERE / ".cache"  # dense fine-tuned MiniLM weights per (seed, sentences, epochs), for the ASP-recipe runs
 
 
 def masked_layers_are_nm(model: torch.nn.Module, callback: Optional[NMSparsity]) -> Optional[bool]:
@@ -92,10 +98,18 @@ def run_mnist(name: str, kwargs: Optional[dict[str, Any]], seed: int, epochs: in
 def run_minilm(
     name: str, kwargs: Optional[dict[str, Any]], seed: int, epochs: int, train_samples: int
 ) -> dict[str, Any]:
+    kwargs = dict(kwargs) if kwargs is not None else None
+    from_dense = bool(kwargs.pop("from_dense", False)) if kwargs is not None else False
+    dense_file = CACHE / f"minilm_dense_seed{seed}_{train_samples}_{epochs}ep.pt"
+    if from_dense and not dense_file.exists():
+        run_minilm("dense", None, seed, epochs, train_samples)
     L.seed_everything(seed, verbose=False)
     path = offline_minilm_path()
+    model = huggingface_classifier(path, num_labels=2)
+    if from_dense:
+        model.load_state_dict(torch.load(dense_file, weights_only=True))
     module = ClassificationModule(
-        huggingface_classifier(path, num_labels=2),
+        model,
         num_classes=2,
         optimizer=functools.partial(torch.optim.AdamW, lr=5e-5, weight_decay=0.01),
         scheduler=functools.partial(warmup_lr, warmup=0.1, decay="linear"),
@@ -110,6 +124,9 @@ def run_minilm(
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=data)
+    if kwargs is None:
+        CACHE.mkdir(exist_ok=True)
+        torch.save(model.state_dict(), dense_file)
     trainer_eval = L.Trainer(**QUIET)
     (result,) = trainer_eval.validate(module, datamodule=data, verbose=False)
     return {
