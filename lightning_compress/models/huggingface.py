@@ -47,7 +47,9 @@ def huggingface_classifier(name_or_path: str | os.PathLike, num_labels: int = 2,
         **kwargs: Passed on to ``from_pretrained`` (e.g. ``torch_dtype``, ``problem_type``).
 
     Returns:
-        The model, in eval mode as ``from_pretrained`` leaves it (Lightning switches it to training mode in fit).
+        The model, in training mode (dropout on) for the fine-tune it is built for. ``from_pretrained`` leaves a model
+        in eval mode, and Lightning 2.x keeps the mode a submodule has at the start of ``fit``, so without this the
+        fine-tune would run without dropout.
 
     Raises:
         ValueError: If ``num_labels`` is not a positive int.
@@ -62,7 +64,8 @@ def huggingface_classifier(name_or_path: str | os.PathLike, num_labels: int = 2,
 
     check_int("num_labels", num_labels)
     try:
-        return AutoModelForSequenceClassification.from_pretrained(str(name_or_path), num_labels=num_labels, **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(str(name_or_path), num_labels=num_labels, **kwargs)
+        return model.train()
     except OSError as err:
         raise OSError(
             f"could not load the model {str(name_or_path)!r}: pass a local folder holding config.json and the weights, "

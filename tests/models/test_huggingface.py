@@ -29,6 +29,7 @@ def test_minilm_classifier_gives_two_logits(tokenizer):
     model = huggingface_classifier(offline_minilm_path(), num_labels=2)
     assert model.config.num_labels == 2 and model.config.hidden_size == 384
     assert 22_000_000 < sum(p.numel() for p in model.parameters()) < 23_500_000
+    assert all(m.training for m in model.modules())  # dropout on for the fine-tune (from_pretrained gives eval)
     batch = tokenizer(["a gorgeous, witty film", "tedious and overlong"], padding=True, return_tensors="pt")
     out = model(**batch, labels=torch.tensor([1, 0]))
     assert out.logits.shape == (2, 2) and out.loss.ndim == 0 and torch.isfinite(out.loss)
