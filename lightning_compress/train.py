@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_compress.masking import compression_target
 from lightning_compress.sparsity_report import sparsity_report
 
-__all__ = ["CONFIG_DIR", "main", "train"]
+__all__ = ["CONFIG_DIR", "main", "model_from_run", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,33 @@ def train(cfg: DictConfig) -> float | None:
     rows["wall time"] = f"{time.perf_counter() - start:.1f} s"
     _print_summary(rows)
     return float(score) if score is not None else None
+
+
+def model_from_run(run_dir: str | Path) -> torch.nn.Module:
+    """The trained float model of an ``lc-train`` run folder, for ``lc-bench`` and ``lc-report``.
+
+    Builds ``cfg.model`` from ``<run_dir>/.hydra/config.yaml`` (the data module is built only to read its class count
+    when the config leaves it null) and loads the best checkpoint (else ``last.ckpt``), keys without the ``model.``
+    prefix. A run whose module was replaced by a compression wrapper (QAT graph, distillation) keeps other keys:
+    ``load_state_dict`` then raises and names them.
+
+    Raises:
+        FileNotFoundError: If the folder has no ``.hydra/config.yaml`` or no checkpoint.
+    """
+    run_dir = Path(run_dir)
+    config = run_dir / ".hydra" / "config.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} not found: is {run_dir} an lc-train run folder?")
+    cfg = OmegaConf.load(config)
+    key = "num_labels" if "name_or_path" in cfg.model else "num_classes"
+    kwargs = {} if cfg.model.get(key) is not None else _model_kwargs(cfg.model, instantiate(cfg.data).num_classes)
+    model = instantiate(cfg.model, **kwargs)
+    checkpoints = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=lambda p: (p.name == "last.ckpt", p.name))
+    if not checkpoints:
+        raise FileNotFoundError(f"no checkpoint under {run_dir / 'checkpoints'}")
+    state = torch.load(checkpoints[0], map_location="cpu", weights_only=False)["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    return model
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
