@@ -45,6 +45,29 @@ def cuda_ms(fn: Callable[[], Any], warmup: int = 10, iters: int = 20, repeats: i
     return statistics.median(times)
 
 
+def graph_ms(fn: Callable[[], Any], iters: int = 20, repeats: int = 5) -> float:
+    """Median milliseconds per call with ``iters`` calls captured in one CUDA graph: device time alone, without the
+    host-side cost of dispatching each call (which, for a tensor subclass, runs Python)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(iters):
+            fn()
+    return cuda_ms(graph.replay, warmup=3, iters=1, repeats=repeats) / iters
+
+
+def semi_structured(w: torch.Tensor, backend: str) -> torch.Tensor:
+    from torch.sparse import SparseSemiStructuredTensorCUSPARSELT, SparseSemiStructuredTensorCUTLASS
+
+    cls = SparseSemiStructuredTensorCUTLASS if backend == "cutlass" else SparseSemiStructuredTensorCUSPARSELT
+    return cls.from_dense(w)
+
+
 def two_four(out: int, inp: int, dtype: torch.dtype) -> torch.Tensor:
     from lightning_compress.nm_mask import nm_mask
 
@@ -52,9 +75,7 @@ def two_four(out: int, inp: int, dtype: torch.dtype) -> torch.Tensor:
     return (w * nm_mask(w, 2, 4)).contiguous()
 
 
-def gemms(dtype: torch.dtype) -> list[dict[str, Any]]:
-    from torch.sparse import to_sparse_semi_structured
-
+def gemms(dtype: torch.dtype, backend: str, search: bool = False) -> list[dict[str, Any]]:
     cases = [("square", 4096, 4096, 4096)]
     for tokens in (4096, 16384):
         for label, inp, out in (
@@ -71,7 +92,11 @@ def gemms(dtype: torch.dtype) -> list[dict[str, Any]]:
         try:
             w = two_four(out, inp, dtype)
             x = torch.randn(tokens, inp, device="cuda", dtype=dtype)
-            ws = to_sparse_semi_structured(w)
+            ws = semi_structured(w, backend)
+            if search and backend == "cusparselt":  # cuSPARSELt's own search for this shape's best algorithm
+                alg = int(torch._cslt_sparse_mm_search(ws.packed, x.t()))
+                ws.alg_id_cusparselt = alg
+                row["alg_id"] = alg
             flop = 2 * tokens * inp * out
             with torch.no_grad():
                 ref = F.linear(x, w)
@@ -82,6 +107,12 @@ def gemms(dtype: torch.dtype) -> list[dict[str, Any]]:
                 dense_ms=dense_ms, sparse_ms=sparse_ms, speedup=dense_ms / sparse_ms,
                 dense_tflops=flop / dense_ms / 1e9, rel_err=rel_err,
             )  # fmt: skip
+            try:
+                with torch.no_grad():
+                    g_dense, g_sparse = graph_ms(lambda: F.linear(x, w)), graph_ms(lambda: F.linear(x, ws))
+                row.update(graph_dense_ms=g_dense, graph_sparse_ms=g_sparse, graph_speedup=g_dense / g_sparse)
+            except Exception as err:
+                row["graph_error"] = f"{type(err).__name__}: {err}"[:200]
             if label == "square":  # the kernels' native orientation: sparse (M x K) @ dense (K x N)
                 b = torch.randn(inp, tokens, device="cuda", dtype=dtype)
                 with torch.no_grad():
@@ -97,7 +128,7 @@ def gemms(dtype: torch.dtype) -> list[dict[str, Any]]:
     return rows
 
 
-def bert_end_to_end(dtype: torch.dtype, batch: int, seq: int) -> dict[str, Any]:
+def bert_end_to_end(dtype: torch.dtype, batch: int, seq: int, backend: str) -> dict[str, Any]:
     from transformers import BertConfig, BertModel
 
     from lightning_compress.nm_mask import nm_mask
@@ -114,7 +145,7 @@ def bert_end_to_end(dtype: torch.dtype, batch: int, seq: int) -> dict[str, Any]:
         sparse = copy.deepcopy(model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            swap = to_semi_structured(sparse, dtype=dtype)
+            swap = to_semi_structured(sparse, dtype=dtype, backend=backend)
         ids = torch.randint(0, model.config.vocab_size, (batch, seq), device="cuda")
         with torch.no_grad():
             ref = model(input_ids=ids).last_hidden_state
@@ -125,6 +156,13 @@ def bert_end_to_end(dtype: torch.dtype, batch: int, seq: int) -> dict[str, Any]:
             dense_ms=dense_ms, sparse_ms=sparse_ms, speedup=dense_ms / sparse_ms, swapped=len(swap.swapped),
             skipped=swap.skipped, max_abs_diff=(out.float() - ref.float()).abs().max().item(),
         )  # fmt: skip
+        try:
+            with torch.no_grad():
+                g_dense = graph_ms(lambda: model(input_ids=ids), iters=5)
+                g_sparse = graph_ms(lambda: sparse(input_ids=ids), iters=5)
+            row.update(graph_dense_ms=g_dense, graph_sparse_ms=g_sparse, graph_speedup=g_dense / g_sparse)
+        except Exception as err:
+            row["graph_error"] = f"{type(err).__name__}: {err}"[:200]
     except Exception as err:
         row["error"] = f"{type(err).__name__}: {err}"[:500]
     print(format_row(row), flush=True)
@@ -140,7 +178,13 @@ def format_row(row: dict[str, Any]) -> str:
     if "error" in row:
         return f"{head} ERROR {row['error']}"
     tflops = f"{row['dense_tflops']:7.1f} TFLOP/s dense" if "dense_tflops" in row else ""
-    return f"{head} dense {row['dense_ms']:8.3f} ms  2:4 {row['sparse_ms']:8.3f} ms  x{row['speedup']:.2f}  {tflops}"
+    graph = (
+        f"  | CUDA graph: dense {row['graph_dense_ms']:7.3f} ms 2:4 {row['graph_sparse_ms']:7.3f} ms"
+        f" x{row['graph_speedup']:.2f}" if "graph_speedup" in row else f"  | CUDA graph: {row.get('graph_error', '-')}"
+    )
+    return (
+        f"{head} dense {row['dense_ms']:8.3f} ms  2:4 {row['sparse_ms']:8.3f} ms  x{row['speedup']:.2f}  {tflops}{graph}"
+    )
 
 
 def main() -> int:
@@ -148,6 +192,9 @@ def main() -> int:
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=512)
+    parser.add_argument("--backend", choices=["cusparselt", "cutlass"], default="cusparselt")
+    parser.add_argument("--search", action="store_true", help="cuSPARSELt: search the best algorithm per GEMM shape")
+    parser.add_argument("--gemms-only", action="store_true")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("CUDA is not available: 2:4 semi-structured kernels need an NVIDIA GPU (Ampere or newer); nothing"
@@ -161,12 +208,15 @@ def main() -> int:
     warnings.filterwarnings("ignore", ".*prototype stage.*")
     dtype = torch.bfloat16
     print(f"{torch.cuda.get_device_name()} (sm{capability[0]}{capability[1]}), torch {torch.__version__},"
-          f" CUDA {torch.version.cuda}, cuSPARSELt {torch.backends.cusparselt.version()}, bf16")  # fmt: skip
-    rows = gemms(dtype)
-    rows.append(bert_end_to_end(dtype, args.batch, args.seq))
+          f" CUDA {torch.version.cuda}, cuSPARSELt {torch.backends.cusparselt.version()}, bf16,"
+          f" backend {args.backend}")  # fmt: skip
+    rows = gemms(dtype, args.backend, args.search)
+    if not args.gemms_only:
+        rows.append(bert_end_to_end(dtype, args.batch, args.seq, args.backend))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, f, indent=1)
+            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "backend": args.backend,
+                       "rows": rows}, f, indent=1)  # fmt: skip
     return 0
 
 
