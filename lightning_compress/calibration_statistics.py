@@ -1,0 +1,160 @@
+"""Statistics of a layer's inputs on calibration data, gathered by a forward hook: what Wanda and SparseGPT need.
+
+A Linear layer computes ``W X`` with ``X`` its inputs, one column per token; a convolution computes the same GEMM
+over the ``im2col`` matrix of its input (``F.unfold``: rows ordered channel, then kernel position, the order of
+``weight.reshape(out, -1)``). Per layer this keeps, summed over every calibration token, either the squared norm of
+each input feature (``diag(X X^T)``, for Wanda; ``in`` floats) or the Hessian ``2 X X^T / tokens`` (for SparseGPT;
+``in x in`` floats), in float32 on the layer's device.
+
+Handled: ``nn.Linear`` (any input ``(..., in)``) and ``nn.Conv1d`` / ``nn.Conv2d`` with ``groups=1`` and zero
+padding. Anything else gets a reason from :func:`unsupported_reason`.
+
+Example:
+    >>> lin = torch.nn.Linear(3, 2)
+    >>> stats = InputStatistics(lin, hessian=True)
+    >>> _ = lin(torch.ones(4, 3)); stats.remove()
+    >>> stats.tokens, stats.hessian()[0].tolist()
+    (4, [2.0, 2.0, 2.0])
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["InputStatistics", "gemm_inputs", "unsupported_reason"]
+
+
+def unsupported_reason(module: nn.Module) -> Optional[str]:
+    """Why the inputs of ``module`` cannot be gathered as a GEMM's (None when they can).
+
+    Example:
+        >>> unsupported_reason(torch.nn.Linear(2, 2)) is None, unsupported_reason(torch.nn.Embedding(4, 2))
+        (True, 'Embedding is not a Linear, Conv1d or Conv2d layer')
+    """
+    if isinstance(module, nn.Linear):
+        return None
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        if module.groups != 1:
+            return f"{type(module).__name__} with groups={module.groups} (only groups=1 is handled)"
+        if module.padding_mode != "zeros":
+            return f"{type(module).__name__} with padding_mode={module.padding_mode!r} (only 'zeros' is handled)"
+        if isinstance(module.padding, str):
+            return f"{type(module).__name__} with padding={module.padding!r} (only numeric padding is handled)"
+        return None
+    return f"{type(module).__name__} is not a Linear, Conv1d or Conv2d layer"
+
+
+def gemm_inputs(module: nn.Module, x: Tensor) -> Tensor:
+    """The inputs of ``module``'s GEMM, one row per token.
+
+    Args:
+        module: A layer that :func:`unsupported_reason` accepts.
+        x: The layer's input: ``(..., in)`` (Linear), ``(B, C, L)`` or ``(C, L)`` (Conv1d), ``(B, C, H, W)`` or
+            ``(C, H, W)`` (Conv2d).
+
+    Returns:
+        ``(tokens, in_total)``, ``in_total = weight.numel() / out``; a Linear's tokens are all leading positions, a
+        convolution's are its output positions of every batch element.
+
+    Example:
+        >>> conv = torch.nn.Conv2d(2, 4, 3)
+        >>> gemm_inputs(conv, torch.randn(5, 2, 6, 6)).shape  # 5 images x 4 x 4 positions, 2 x 3 x 3 inputs
+        torch.Size([80, 18])
+    """
+    if isinstance(module, nn.Linear):
+        return x.reshape(-1, x.shape[-1])
+    if isinstance(module, nn.Conv1d):
+        if x.dim() == 2:
+            x = x.unsqueeze(0)
+        cols = F.unfold(
+            x.unsqueeze(2), (1, module.kernel_size[0]), dilation=(1, module.dilation[0]),
+            padding=(0, module.padding[0]), stride=(1, module.stride[0]),
+        )  # fmt: skip
+    elif isinstance(module, nn.Conv2d):
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        cols = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=module.padding, stride=module.stride)
+    else:
+        raise TypeError(unsupported_reason(module))
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])  # (B, in_total, positions) -> (B * positions, in_total)
+
+
+class InputStatistics:
+    """Running input statistics of one layer, fed by a forward hook until :meth:`remove`.
+
+    Args:
+        module: A Linear, Conv1d or Conv2d layer (see :func:`unsupported_reason`).
+        hessian: True: keep ``2 X X^T / tokens`` (``(in, in)``, SparseGPT); False: keep only ``sum_t x_tj^2``
+            (``(in,)``, Wanda).
+
+    Attributes:
+        token_mask: Optional bool ``(B, L)``: which tokens of the next inputs are real (an attention mask). While set,
+            a Linear input of shape ``(B, L, in)`` contributes only those tokens; other shapes are taken whole.
+
+    Raises:
+        TypeError: If ``module`` is not handled.
+
+    Example:
+        >>> conv = torch.nn.Conv1d(2, 3, 2)
+        >>> stats = InputStatistics(conv, hessian=False)
+        >>> _ = conv(torch.ones(1, 2, 5)); stats.remove()
+        >>> stats.tokens, stats.input_norms().tolist()
+        (4, [2.0, 2.0, 2.0, 2.0])
+    """
+
+    def __init__(self, module: nn.Module, hessian: bool) -> None:
+        reason = unsupported_reason(module)
+        if reason is not None:
+            raise TypeError(reason)
+        weight = module.weight
+        size = weight.numel() // weight.shape[0]
+        self.module = module
+        self.token_mask: Optional[Tensor] = None
+        self.tokens = 0
+        self._sq = torch.zeros(size, dtype=torch.float32, device=weight.device)
+        self._h: Optional[Tensor] = (
+            torch.zeros(size, size, dtype=torch.float32, device=weight.device) if hessian else None
+        )
+        self._handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        self.add(args[0])
+
+    @torch.no_grad()
+    def add(self, x: Tensor) -> None:
+        """Add one input of the layer (its shape as in :func:`gemm_inputs`)."""
+        x = x.detach()
+        mask = self.token_mask
+        if mask is not None and isinstance(self.module, nn.Linear) and tuple(x.shape[:-1]) == tuple(mask.shape):
+            x = x[mask.to(x.device)]  # padding positions are not calibration data
+        rows = gemm_inputs(self.module, x).float()
+        count = rows.shape[0]
+        if count == 0:
+            return
+        self._sq += rows.square().sum(0)
+        if self._h is not None:  # a running mean, so that the scale stays near that of one token
+            self._h.mul_(self.tokens / (self.tokens + count))
+            self._h.addmm_(rows.T, rows, alpha=2.0 / (self.tokens + count))
+        self.tokens += count
+
+    def input_norms(self) -> Tensor:
+        """``(in,)``: ``||X_j||_2`` over every token seen."""
+        return self._sq.sqrt()
+
+    def hessian(self) -> Tensor:
+        """``(in, in)``: ``2 X X^T / tokens``.
+
+        Raises:
+            RuntimeError: If this was built with ``hessian=False``.
+        """
+        if self._h is None:
+            raise RuntimeError("this InputStatistics keeps only the input norms (built with hessian=False)")
+        return self._h
+
+    def remove(self) -> None:
+        """Stop gathering (remove the hook); the statistics stay."""
+        self._handle.remove()

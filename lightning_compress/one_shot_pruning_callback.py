@@ -1,0 +1,283 @@
+"""One-shot pruning (magnitude, Wanda, SparseGPT) at the start of ``fit``, as a Lightning callback whose masks then
+hold through the fine-tune.
+
+Example:
+    >>> import lightning as L
+    >>> trainer = L.Trainer(max_epochs=1, callbacks=[OneShotPruning(method="sparsegpt", sparsity=0.5)])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from torch import nn
+from torch.optim import Optimizer
+from typing_extensions import override
+
+from lightning_compress.masking import ParameterMasks, broadcast_masks, compression_target
+from lightning_compress.one_shot_pruning import ForwardFn, check_method_arguments, default_forward, one_shot_prune
+from lightning_compress.prunable_weights import FilterFn
+from lightning_compress.sparsity_pattern import pattern_name
+
+__all__ = ["OneShotPruning"]
+
+
+class OneShotPruning(Callback):
+    r"""Prune the model in one shot when ``fit`` starts, then keep the pruned weights at exactly zero.
+
+    In ``on_fit_start`` (the model is on its device, before any step and before the sanity check) the weights selected
+    by ``filter_fn`` are pruned with :func:`~lightning_compress.one_shot_pruning.one_shot_prune`, calibrated on the
+    first ``calibration_batches`` batches of ``dataloader`` (default: the trainer's train dataloader, as ``fit`` was
+    given it). The masks go to the shared masking core (:class:`~lightning_compress.masking.ParameterMasks`):
+    gradients of pruned weights are zeroed before every optimizer step and the weights kept at zero after it, so a
+    fine-tune afterwards keeps them. The masks are saved in checkpoints (1 bit per weight); a resumed run restores them
+    and does not prune again, and neither does a second ``fit`` with the same callback.
+
+    With several processes, rank 0's pruned weights and masks are broadcast to the others.
+
+    Args:
+        method: ``"magnitude"``, ``"wanda"`` or ``"sparsegpt"``.
+        sparsity: Unstructured target per layer, in [0, 1); or give ``n`` and ``m``.
+        n: N:M, weights kept per group of ``m`` consecutive inputs.
+        m: N:M group size.
+        calibration_batches: Batches of calibration data, >= 1.
+        dataloader: Calibration data (any iterable of batches); default: the train dataloader.
+        filter_fn: ``filter_fn(module, fqn) -> bool`` choosing the layers to prune; default: ``nn.Linear`` and
+            ``nn.Conv1d/2d/3d``. Names are relative to ``pl_module.compression_target`` if the module has one, else to
+            the LightningModule.
+        skip_first_conv: Do not prune the first convolution.
+        skip_classifier: Do not prune the last ``nn.Linear``.
+        blocks: Blocks to process one after another: ``"auto"``, a qualified name, or None (see
+            :func:`~lightning_compress.one_shot_pruning.one_shot_prune`).
+        forward_fn: ``forward_fn(model, batch)``; default: for a LightningModule ``model(inputs)``, for other modules
+            :func:`~lightning_compress.one_shot_pruning.default_forward`; ``inputs`` is the batch without its labels
+            (a dict without ``labels``, or the first item of a tuple).
+        blocksize: SparseGPT's lazy-update block, >= 1 (a multiple of ``m`` for N:M).
+        percdamp: SparseGPT's dampening, a fraction of the mean Hessian diagonal, >= 0.
+        verbose: 0 silent, 1 one rank-zero line (``One-shot sparsegpt 50%: sparsity 0.00% -> 50.00% ...``), 2 also one
+            line per layer.
+
+    Raises:
+        ValueError: In ``__init__``, for any invalid argument (all of them listed at once). In ``on_fit_start``, if
+            the calibration data is empty, or no selected layer can be pruned.
+
+    Example:
+        >>> import lightning as L
+        >>> pruning = OneShotPruning(method="wanda", n=2, m=4, calibration_batches=8, skip_classifier=True)
+        >>> trainer = L.Trainer(max_epochs=1, callbacks=[pruning])
+    """
+
+    def __init__(
+        self,
+        method: str = "sparsegpt",
+        sparsity: Optional[float] = None,
+        n: Optional[int] = None,
+        m: Optional[int] = None,
+        calibration_batches: int = 16,
+        dataloader: Optional[Iterable[Any]] = None,
+        filter_fn: Optional[FilterFn] = None,
+        skip_first_conv: bool = False,
+        skip_classifier: bool = False,
+        blocks: Optional[str] = "auto",
+        forward_fn: Optional[ForwardFn] = None,
+        blocksize: int = 128,
+        percdamp: float = 0.01,
+        verbose: int = 1,
+    ) -> None:
+        errors = check_method_arguments(method, sparsity, n, m, calibration_batches, blocksize, percdamp)
+        if filter_fn is not None and not callable(filter_fn):
+            errors.append(f"`filter_fn` must be a callable(module, fqn) -> bool or None, got {filter_fn!r}")
+        if forward_fn is not None and not callable(forward_fn):
+            errors.append(f"`forward_fn` must be a callable(model, batch) or None, got {forward_fn!r}")
+        if blocks is not None and not isinstance(blocks, str):
+            errors.append(f"`blocks` must be 'auto', None or a module name, got {blocks!r}")
+        for name, value in (("skip_first_conv", skip_first_conv), ("skip_classifier", skip_classifier)):
+            if not isinstance(value, bool):
+                errors.append(f"`{name}` must be a bool, got {value!r}")
+        if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+            errors.append(f"`verbose` can be 0, 1 or 2, got {verbose!r}")
+        if errors:
+            raise ValueError("; ".join(errors))
+        self.method = method
+        self.sparsity = None if sparsity is None else float(sparsity)
+        self.n = n
+        self.m = m
+        self.calibration_batches = calibration_batches
+        self.dataloader = dataloader
+        self.filter_fn = filter_fn
+        self.skip_first_conv = skip_first_conv
+        self.skip_classifier = skip_classifier
+        self.blocks = blocks
+        self.forward_fn = forward_fn
+        self.blocksize = blocksize
+        self.percdamp = percdamp
+        self.verbose = verbose
+
+        self._masks: Optional[ParameterMasks] = None
+        self._skipped: dict[str, str] = {}
+        self._pending_state: Optional[dict[str, Any]] = None
+        self._seconds = 0.0
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            method=self.method, sparsity=self.sparsity, n=self.n, m=self.m,
+            filter_fn=getattr(self.filter_fn, "__qualname__", None), skip_first_conv=self.skip_first_conv,
+            skip_classifier=self.skip_classifier,
+        )  # fmt: skip
+
+    @property
+    def masks(self) -> Optional[ParameterMasks]:
+        """The masks of the pruned weights, once ``fit`` has started."""
+        return self._masks
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """The selected weights left dense, with the reason, once pruned."""
+        return dict(self._skipped)
+
+    # ------------------------------------------------------------------------------------------------------ hooks
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        target = compression_target(pl_module)
+        if self._pending_state is not None and "masks" in self._pending_state:
+            self._restore(target)
+        elif self._masks is None or not self._same_params(target):
+            self._prune(trainer, target)
+        assert self._masks is not None
+        self._masks.apply_to_weights()
+        self._masks.attach(trainer.optimizers)
+
+    @override
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
+    ) -> None:
+        if self._masks is not None:
+            self._masks.apply_to_grads(optimizer)
+
+    @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._detach()
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._detach()
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._detach()
+
+    # ------------------------------------------------------------------------------------------------- state dict
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        if self._masks is None:
+            return dict(self._pending_state or {})
+        return {**self._masks.state_dict(), "skipped": dict(self._skipped), "seconds": self._seconds}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning restores callbacks before `on_fit_start`: keep the state until the masks can be built there.
+        self._pending_state = dict(state_dict)
+
+    # ---------------------------------------------------------------------------------------------------- helpers
+    def _restore(self, target: nn.Module) -> None:
+        state, self._pending_state = self._pending_state, None
+        assert state is not None
+        params = {name: _param_of(target, name) for name in state["masks"]}
+        self._masks = ParameterMasks(params)
+        self._masks.load_state_dict(state)
+        self._skipped = dict(state.get("skipped", {}))
+        self._seconds = float(state.get("seconds", 0.0))
+
+    def _same_params(self, target: nn.Module) -> bool:
+        assert self._masks is not None
+        try:
+            return all(_param_of(target, name) is p for name, p in zip(self._masks.names, self._masks.params))
+        except AttributeError:
+            return False
+
+    def _prune(self, trainer: pl.Trainer, target: nn.Module) -> None:
+        loader = self.dataloader
+        if loader is None and self.method != "magnitude":
+            loader = _train_dataloader(trainer)
+        forward = self.forward_fn
+        if forward is None:
+            forward = _lightning_forward if isinstance(target, pl.LightningModule) else default_forward
+        result = one_shot_prune(
+            target, loader, method=self.method, sparsity=self.sparsity, n=self.n, m=self.m,
+            calibration_batches=self.calibration_batches, filter_fn=self.filter_fn,
+            skip_first_conv=self.skip_first_conv, skip_classifier=self.skip_classifier, blocks=self.blocks,
+            forward_fn=forward, blocksize=self.blocksize, percdamp=self.percdamp,
+        )  # fmt: skip
+        params = {name: _param_of(target, name) for name in result.masks}
+        masks = broadcast_masks(list(result.masks.values()))
+        _broadcast_weights(list(params.values()))
+        self._masks = ParameterMasks(params, dict(zip(result.masks, masks)))
+        self._skipped, self._seconds = dict(result.skipped), result.seconds
+
+        sparsity, layers = self._masks.sparsity(), self._masks.layer_sparsity()
+        for logger in trainer.loggers:
+            logger.log_metrics({"compress/sparsity": sparsity}, step=trainer.global_step)
+        if self.skipped:
+            listed = ", ".join(f"{name}: {why}" for name, why in self._skipped.items())
+            rank_zero_warn(f"OneShotPruning left {len(self._skipped)} selected layer(s) dense: {listed}")
+        if self.verbose >= 1:
+            rank_zero_info(
+                f"One-shot {self.method} {pattern_name(self.sparsity, self.n, self.m)}: sparsity 0.00% ->"
+                f" {sparsity:.2%} over {len(layers)} weights, {result.calibration_batches} calibration batches,"
+                f" {result.seconds:.1f} s"
+            )
+        if self.verbose >= 2:
+            for name, value in layers.items():
+                rank_zero_info(f"  {name}: 0.00% -> {value:.2%}")
+
+    def _detach(self) -> None:
+        if self._masks is not None:
+            self._masks.detach()
+
+
+def _param_of(module: nn.Module, name: str) -> nn.Parameter:
+    return module.get_parameter(name)
+
+
+def _lightning_forward(module: nn.Module, batch: Any) -> Any:
+    """A LightningModule's ``forward(inputs)``: the batch without its labels, as one argument."""
+    if isinstance(batch, Mapping):
+        return module({k: v for k, v in batch.items() if k != "labels"})
+    if isinstance(batch, (tuple, list)):
+        return module(batch[0])
+    return module(batch)
+
+
+def _train_dataloader(trainer: pl.Trainer) -> Iterable[Any]:
+    """The train dataloader(s) ``fit`` was given (datamodule, LightningModule hook or argument), before the fit loop
+    has set them up."""
+    source = getattr(trainer.fit_loop, "_data_source", None)
+    if source is None or not source.is_defined():
+        raise ValueError(
+            "OneShotPruning needs calibration data: pass `dataloader=` or give `fit` a train dataloader"
+        )
+    loader = source.dataloader()
+    if isinstance(loader, (list, tuple)) and loader:  # several train dataloaders: calibrate on the first
+        loader = loader[0]
+    if isinstance(loader, dict):
+        loader = next(iter(loader.values()))
+    if hasattr(loader, "__len__") and len(loader) == 0:
+        raise ValueError("`dataloader` is empty: the train dataloader gives no calibration batch")
+    return loader
+
+
+def _broadcast_weights(params: list[nn.Parameter]) -> None:
+    """Rank 0's pruned weights on every rank (SparseGPT changes the kept ones too); nothing when not distributed."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    with torch.no_grad():
+        for param in params:
+            dist.broadcast(param.data, src=0)
