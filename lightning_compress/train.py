@@ -98,6 +98,19 @@ def _print_summary(rows: dict[str, Any]) -> None:
     Console().print(table)
 
 
+def _load_weights(module: pl.LightningModule, path: str) -> None:
+    """The weights (only) of a Lightning checkpoint, for ``init_from``: a fresh run that starts from trained weights."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"`init_from` must be a Lightning checkpoint file, got {path!r}, which does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise ValueError(f"`init_from` must be a Lightning checkpoint (a dict with a 'state_dict'), got {path!r}")
+    try:
+        module.load_state_dict(state["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(f"`init_from={path!r}` does not fit the configured model: {err}") from err
+
+
 def train(cfg: DictConfig) -> float | None:
     """Builds data, model, module, callbacks, logger and trainer from ``cfg``, fits, and tests the best checkpoint.
 
@@ -120,6 +133,8 @@ def train(cfg: DictConfig) -> float | None:
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
+    if cfg.get("init_from"):
+        _load_weights(module, cfg.init_from)
     datamodule.setup("fit")
     module.check_num_classes(next(iter(datamodule.train_dataloader())))
 

@@ -209,6 +209,25 @@ def test_digits_run_trains_and_returns_the_monitored_score(tmp_path: Path) -> No
     assert (tmp_path / "csv" / "metrics.csv").read_text().count("val/acc") >= 1
 
 
+def test_init_from_starts_a_one_shot_pruning_run_from_trained_weights(tmp_path: Path) -> None:
+    import csv
+
+    from lightning_compress.train import _load_weights
+
+    train(compose_train(["experiment=digits_cnn", "trainer.max_epochs=3", "logger=csv", *FAST], tmp_path / "a"))
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    overrides = ["experiment=digits_cnn", "compression=oneshot_wanda", f"init_from={ckpt}", "trainer.max_epochs=0"]
+    cfg = compose_train([*overrides, "logger=csv", *FAST], tmp_path / "b")
+    train(cfg)  # no epoch: Wanda prunes the trained weights at fit start, then the test split is evaluated
+    with (tmp_path / "b" / "csv" / "metrics.csv").open() as f:
+        test_acc = [float(row["test/acc"]) for row in csv.DictReader(f) if row.get("test/acc")]
+    assert len(test_acc) == 1 and test_acc[0] > 0.5  # the trained weights were loaded (random weights: about 0.1)
+
+    module = instantiate(cfg.module, model=instantiate(cfg.model, num_classes=10), num_classes=10)
+    with pytest.raises(FileNotFoundError, match="`init_from` must be a Lightning checkpoint file"):
+        _load_weights(module, str(tmp_path / "missing.ckpt"))
+
+
 def test_multirun_puts_each_job_in_its_own_folder(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "lightning_compress.train", "-m", "experiment=digits_cnn",
