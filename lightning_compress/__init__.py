@@ -8,6 +8,8 @@ Example:
     >>> trainer = pl.Trainer(max_epochs=12, callbacks=[GradualMagnitudePruning(final_sparsity=0.9, end_epoch=8)])
     >>> from lightning_compress import NMSparsity
     >>> trainer = pl.Trainer(max_epochs=12, callbacks=[NMSparsity(n=2, m=4)])
+    >>> from lightning_compress import QuantizationAwareTraining
+    >>> trainer = pl.Trainer(max_epochs=3, callbacks=[QuantizationAwareTraining(scheme="int8")])
 """
 
 from lightning_compress.bench import BenchResult, benchmark_gemm, benchmark_model
@@ -34,6 +36,16 @@ from lightning_compress.one_shot_pruning import OneShotResult, one_shot_prune
 from lightning_compress.one_shot_pruning_callback import OneShotPruning
 from lightning_compress.prunable_weights import prunable_weights
 from lightning_compress.pruned_student import pruned_student
+from lightning_compress.quantization_aware_training import (
+    QuantizationAwareTraining,
+    convert_to_int4,
+    convert_to_int8,
+    load_quantized,
+    prepare_int4_qat,
+    prepare_qat,
+    save_quantized,
+    set_qat_mode,
+)
 from lightning_compress.report import CompressionReport, compression_report
 from lightning_compress.semi_structured import to_semi_structured
 from lightning_compress.sparsegpt import sparsegpt_prune
@@ -56,6 +68,7 @@ __all__ = [
     "OneShotPruning",
     "OneShotResult",
     "ParameterMasks",
+    "QuantizationAwareTraining",
     "SparsityReport",
     "StructuredPruningReport",
     "TeacherCache",
@@ -66,6 +79,8 @@ __all__ = [
     "compression_report",
     "compression_target",
     "constant_schedule",
+    "convert_to_int4",
+    "convert_to_int8",
     "cubic_schedule",
     "feature_loss",
     "global_magnitude_masks",
@@ -74,6 +89,7 @@ __all__ = [
     "layer_subset_student",
     "linear_schedule",
     "load_compressed",
+    "load_quantized",
     "load_teacher",
     "magnitude_mask",
     "nm_mask",
@@ -81,6 +97,8 @@ __all__ = [
     "one_shot_prune",
     "pack_mask",
     "partial_nm_mask",
+    "prepare_int4_qat",
+    "prepare_qat",
     "prunable_weights",
     "prune_channels",
     "prune_ffn_neurons",
@@ -88,7 +106,9 @@ __all__ = [
     "pruned_student",
     "remove_channels",
     "save_compressed",
+    "save_quantized",
     "schedule_step",
+    "set_qat_mode",
     "small_cnn_student",
     "sparsegpt_prune",
     "sparsity_at_step",

@@ -690,7 +690,7 @@ def load_model(spec: str, checkpoint: Optional[str] = None) -> nn.Module:
         spec: One of: a torchvision model name (``resnet50``; random weights, nothing downloads); ``pkg.module:fn`` or
             ``path/to/file.py:fn`` (a builder called with no arguments); a file holding a whole pickled module
             (``torch.save(model)``; unpickling runs code: only your own files) or a ``torch.export`` program
-            (``.pt2``, e.g. from ``save_int8``); or a ``lc-train`` run folder (its ``.hydra/config.yaml`` builds the
+            (``.pt2``, e.g. from ``save_quantized``); or a ``lc-train`` run folder (its ``.hydra/config.yaml`` builds the
             model and its best or last checkpoint fills it).
         checkpoint: Optional Lightning ``.ckpt`` or state-dict file loaded into the built model (keys with a leading
             ``model.`` are matched without it).
