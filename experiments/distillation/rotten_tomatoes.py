@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--feature-weight", type=float, default=0.0, help="> 0: add hidden-state pairs (MSE)")
     parser.add_argument("--latency-repeats", type=int, default=15)
     parser.add_argument("--skip-training", action="store_true", help="measure the speed-up only")
+    parser.add_argument("--runs", nargs="+", default=["labels only", "distilled"], choices=["labels only", "distilled"])
     args = parser.parse_args()
     torch.set_num_threads(2)
 
@@ -158,18 +159,20 @@ def main() -> None:
         rows: dict[str, list[dict[str, float]]] = {"labels only": [], "distilled": []}
         for seed in args.seeds:
             for name, distill in (("labels only", False), ("distilled", True)):
+                if name not in args.runs:
+                    continue
                 result = train_student(teacher, seed, distill, args)
                 rows[name].append(result)
                 print(f"seed {seed} {name:12s} val {result['val']:.2f}  test {result['test']:.2f}  "
                       f"({result['seconds']:.0f} s)", flush=True)
-        for name, results in rows.items():
+        for name, results in [(n, r) for n, r in rows.items() if r]:
             tests, vals = [r["test"] for r in results], [r["val"] for r in results]
             summary[name] = {"test_mean": statistics.mean(tests), "test_std": statistics.pstdev(tests),
                              "val_mean": statistics.mean(vals), "val_std": statistics.pstdev(vals), "tests": tests,
                              "vals": vals, "seconds": [r["seconds"] for r in results]}
             print(f"{name:12s} test {statistics.mean(tests):.2f} +- {statistics.pstdev(tests):.2f}   "
                   f"val {statistics.mean(vals):.2f} +- {statistics.pstdev(vals):.2f}")
-        for split in ("test", "val"):
+        for split in ("test", "val") if all(rows.values()) else ():
             gain = summary["distilled"][f"{split}_mean"] - summary["labels only"][f"{split}_mean"]
             print(f"distillation gain ({split}, mean over {len(args.seeds)} seeds): {gain:+.2f} points")
     print(json.dumps(summary))
