@@ -12,7 +12,6 @@ from typing import Any, Literal, Optional
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import Tensor
 from torch.optim import Optimizer
@@ -20,6 +19,7 @@ from typing_extensions import override
 
 from lightning_compress.magnitude import global_magnitude_masks, magnitude_mask
 from lightning_compress.masking import ParameterMasks, broadcast_masks, compression_target, schedule_step
+from lightning_compress.masking_callback import MaskingCallback
 from lightning_compress.prunable_weights import FilterFn, prunable_weights
 from lightning_compress.sparsity_schedule import ScheduleLike, resolve_schedule, sparsity_at_step
 
@@ -28,7 +28,7 @@ __all__ = ["GradualMagnitudePruning"]
 _SCOPES = ("global", "layer")
 
 
-class GradualMagnitudePruning(Callback):
+class GradualMagnitudePruning(MaskingCallback):
     r"""Prune the smallest-magnitude weights step by step until a target sparsity, and keep them at zero.
 
     At every ``update_every_n_steps``-th optimizer step between ``start_epoch`` and ``end_epoch`` the target sparsity
@@ -127,11 +127,6 @@ class GradualMagnitudePruning(Callback):
         )
 
     @property
-    def masks(self) -> Optional[ParameterMasks]:
-        """The masks, once ``fit`` has started."""
-        return self._masks
-
-    @property
     def sparsity(self) -> float:
         """The current target sparsity (the fraction of selected weights the masks prune)."""
         return self._sparsity
@@ -204,18 +199,6 @@ class GradualMagnitudePruning(Callback):
         if self._masks is not None:
             self._masks.apply_to_grads(optimizer)
 
-    @override
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._detach()
-
-    @override
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._detach()
-
-    @override
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._detach()
-
     # ------------------------------------------------------------------------------------------------- state dict
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -287,9 +270,6 @@ class GradualMagnitudePruning(Callback):
             for name, value in after_layers.items():
                 rank_zero_info(f"  {name}: {before_layers[name]:.2%} -> {value:.2%}")
 
-    def _detach(self) -> None:
-        if self._masks is not None:
-            self._masks.detach()
 
 
 def _validate(

@@ -12,7 +12,6 @@ from typing import Any, Literal, Optional
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.optim import Optimizer
@@ -20,6 +19,7 @@ from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from lightning_compress.masking import ParameterMasks, broadcast_masks, compression_target, schedule_step
+from lightning_compress.masking_callback import MaskingCallback
 from lightning_compress.nm_mask import partial_nm_mask
 from lightning_compress.prunable_weights import FilterFn, prunable_weights
 
@@ -68,7 +68,7 @@ def nm_eligibility(module: nn.Module, params: dict[str, nn.Parameter], m: int) -
     return eligible, skipped
 
 
-class NMSparsity(Callback):
+class NMSparsity(MaskingCallback):
     r"""Make the selected weights N:M sparse (2:4: two non-zeros in every 4 consecutive input weights) from a step on.
 
     The groups of ``m`` run along each layer's reduction dimension (:func:`~lightning_compress.nm_mask.nm_mask`).
@@ -196,11 +196,6 @@ class NMSparsity(Callback):
         )
 
     @property
-    def masks(self) -> Optional[ParameterMasks]:
-        """The masks of the eligible weights, once ``fit`` has started."""
-        return self._masks
-
-    @property
     def skipped(self) -> dict[str, str]:
         """The selected weights left dense, with the reason, once ``fit`` has started."""
         return dict(self._skipped)
@@ -320,18 +315,6 @@ class NMSparsity(Callback):
             torch._foreach_add_(grads, [dense[i] for i in with_grad], alpha=self.sr_ste_decay)
             torch._foreach_add_(grads, [params[i] for i in with_grad], alpha=-self.sr_ste_decay)
         torch._foreach_copy_(params, dense)  # SR-STE: step the dense weights with the sparse-point gradient
-
-    @override
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._detach()
-
-    @override
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._detach()
-
-    @override
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._detach()
 
     # ------------------------------------------------------------------------------------------------- state dict
     @override
@@ -471,9 +454,9 @@ class NMSparsity(Callback):
         zeros = sum(int((p.detach() == 0).sum()) for p in self._masks.params)
         return zeros / sum(p.numel() for p in self._masks.params)
 
+    @override
     def _detach(self) -> None:
-        if self._masks is not None:
-            self._masks.detach()
+        super()._detach()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()

@@ -13,13 +13,13 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.optim import Optimizer
 from typing_extensions import override
 
 from lightning_compress.masking import ParameterMasks, broadcast_masks, compression_target
+from lightning_compress.masking_callback import MaskingCallback
 from lightning_compress.one_shot_pruning import ForwardFn, check_method_arguments, default_forward, one_shot_prune
 from lightning_compress.prunable_weights import FilterFn
 from lightning_compress.sparsity_pattern import pattern_name
@@ -27,7 +27,7 @@ from lightning_compress.sparsity_pattern import pattern_name
 __all__ = ["OneShotPruning"]
 
 
-class OneShotPruning(Callback):
+class OneShotPruning(MaskingCallback):
     r"""Prune the model in one shot when ``fit`` starts, then keep the pruned weights at exactly zero.
 
     In ``on_fit_start`` (the model is on its device, before any step and before the sanity check) the weights selected
@@ -133,11 +133,6 @@ class OneShotPruning(Callback):
         )  # fmt: skip
 
     @property
-    def masks(self) -> Optional[ParameterMasks]:
-        """The masks of the pruned weights, once ``fit`` has started."""
-        return self._masks
-
-    @property
     def skipped(self) -> dict[str, str]:
         """The selected weights left dense, with the reason, once pruned."""
         return dict(self._skipped)
@@ -160,18 +155,6 @@ class OneShotPruning(Callback):
     ) -> None:
         if self._masks is not None:
             self._masks.apply_to_grads(optimizer)
-
-    @override
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._detach()
-
-    @override
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._detach()
-
-    @override
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._detach()
 
     # ------------------------------------------------------------------------------------------------- state dict
     @override
@@ -237,9 +220,6 @@ class OneShotPruning(Callback):
             for name, value in layers.items():
                 rank_zero_info(f"  {name}: 0.00% -> {value:.2%}")
 
-    def _detach(self) -> None:
-        if self._masks is not None:
-            self._masks.detach()
 
 
 def _param_of(module: nn.Module, name: str) -> nn.Parameter:
