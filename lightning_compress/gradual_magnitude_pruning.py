@@ -14,7 +14,6 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import Tensor
-from torch.optim import Optimizer
 from typing_extensions import override
 
 from lightning_compress.magnitude import global_magnitude_masks, magnitude_mask
@@ -191,13 +190,6 @@ class GradualMagnitudePruning(MaskingCallback):
         if step == self._last_update_step or not self._due(step):
             return
         self._update(trainer, step)
-
-    @override
-    def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
-    ) -> None:
-        if self._masks is not None:
-            self._masks.apply_to_grads(optimizer)
 
     # ------------------------------------------------------------------------------------------------- state dict
     @override

@@ -15,7 +15,6 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
-from torch.optim import Optimizer
 from typing_extensions import override
 
 from lightning_compress.masking import ParameterMasks, broadcast_masks, compression_target
@@ -148,13 +147,6 @@ class OneShotPruning(MaskingCallback):
         assert self._masks is not None
         self._masks.apply_to_weights()
         self._masks.attach(trainer.optimizers)
-
-    @override
-    def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
-    ) -> None:
-        if self._masks is not None:
-            self._masks.apply_to_grads(optimizer)
 
     # ------------------------------------------------------------------------------------------------- state dict
     @override
