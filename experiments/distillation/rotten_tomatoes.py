@@ -3,8 +3,8 @@ its layers, against the same student trained on the labels alone with the same b
 inference speed-up.
 
 Teacher: the offline all-MiniLM-L6-v2 (lightning_compress.models.offline_minilm_path()) fine-tuned once on
---teacher-samples training sentences for one epoch (in train mode: dropout on; AdamW 5e-5, weight decay 0.01, 10 % warm-up then linear decay,
-batch 32), saved with save_pretrained under experiments/distillation/.cache/rt_teacher_<n>/ and reused.
+--teacher-samples training sentences for --teacher-epochs epochs (in train mode: dropout on; AdamW 5e-5, weight decay 0.01, 10 % warm-up then linear decay,
+batch 32), saved with save_pretrained under experiments/distillation/.cache/rt_teacher_<n>[_<epochs>ep]/ and reused.
 Student: layer_subset_student(teacher, layers=...) (embeddings, the chosen layers, pooler and classifier copied);
 trained on --student-samples training sentences (a seeded subset of the 10,202, drawn independently of the teacher's)
 for --epochs epochs with AdamW(--lr, weight decay 0.01), the same warm-up/decay and batch 32, once on the labels and
@@ -66,14 +66,14 @@ def evaluate(module: ClassificationModule, dm: GLUEDataModule) -> dict[str, floa
     return {"val": 100 * val, "test": 100 * test}
 
 
-def teacher_model(samples: int) -> tuple[torch.nn.Module, dict[str, float]]:
-    folder = CACHE / f"rt_teacher_{samples}"
+def teacher_model(samples: int, epochs: int = 1) -> tuple[torch.nn.Module, dict[str, float]]:
+    folder = CACHE / (f"rt_teacher_{samples}" + (f"_{epochs}ep" if epochs != 1 else ""))
     if not (folder / "config.json").is_file():
         L.seed_everything(0)
         module = classifier(huggingface_classifier(offline_minilm_path(), num_labels=2).train(), lr=5e-5)
         start = time.perf_counter()
-        L.Trainer(max_epochs=1, **QUIET).fit(module, data(samples, seed=0).train_dataloader())
-        print(f"teacher fine-tuned on {samples} sentences in {time.perf_counter() - start:.0f} s")
+        L.Trainer(max_epochs=epochs, **QUIET).fit(module, data(samples, seed=0).train_dataloader())
+        print(f"teacher fine-tuned {epochs} epoch(s) on {samples} sentences in {time.perf_counter() - start:.0f} s")
         module.model.save_pretrained(folder)
     teacher = load_teacher(folder)  # a Hugging Face folder: one of the teacher sources DistillationModule takes
     scores_file = folder / "scores.json"
@@ -131,6 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--teacher-samples", type=int, default=4000)
+    parser.add_argument("--teacher-epochs", type=int, default=1)
     parser.add_argument("--student-samples", type=int, default=4000)
     parser.add_argument("--layers", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--epochs", type=int, default=1)
@@ -141,10 +142,11 @@ def main() -> None:
     parser.add_argument("--latency-repeats", type=int, default=15)
     parser.add_argument("--skip-training", action="store_true", help="measure the speed-up only")
     parser.add_argument("--runs", nargs="+", default=["labels only", "distilled"], choices=["labels only", "distilled"])
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (1 when two jobs share 2 cores)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
-    teacher, teacher_scores = teacher_model(args.teacher_samples)
+    teacher, teacher_scores = teacher_model(args.teacher_samples, args.teacher_epochs)
     print(f"teacher: {teacher_scores}")
     student = layer_subset_student(teacher, layers=args.layers)
     t_teacher = median_latency(teacher, args.latency_repeats)

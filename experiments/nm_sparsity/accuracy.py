@@ -35,6 +35,7 @@ import torch
 
 from lightning_compress.classification import ClassificationModule
 from lightning_compress.data import GLUEDataModule, MNIST5kDataModule
+from lightning_compress.distillation import DistillationModule
 from lightning_compress.lr_schedule import warmup_lr
 from lightning_compress.models import SmallCNN, huggingface_classifier, offline_minilm_path
 from lightning_compress.nm_mask import is_nm_sparse
@@ -71,6 +72,15 @@ MINILM_RUNS: dict[str, Optional[dict[str, Any]]] = {
     },
     # one-shot SparseGPT to 2:4 when fit starts (16 calibration batches), then the same 2 epochs with the masks held
     "SparseGPT 2:4 at step 0, then fixed": {"oneshot": {"method": "sparsegpt", "n": 2, "m": 4}},
+    # the dense model of the same seed (cached, as for the ASP rows) as a frozen teacher: DistillationModule + NMSparsity
+    "dynamic + ramp 0-1.5, distilled from dense (T=2, a=0.5)": {
+        "distill": {"temperature": 2.0, "alpha": 0.5}, "policy": "dynamic", "start_epoch": 0, "ramp_epochs": 1.5,
+    },
+    "dynamic + ramp 0-1.5, lr 1e-4": {"lr": 1e-4, "policy": "dynamic", "start_epoch": 0, "ramp_epochs": 1.5},
+    "dynamic + ramp 0-1.5, lr 1e-4, distilled from dense (T=2, a=0.5)": {
+        "lr": 1e-4, "distill": {"temperature": 2.0, "alpha": 0.5}, "policy": "dynamic", "start_epoch": 0,
+        "ramp_epochs": 1.5,
+    },
 }
 CACHE = HERE / ".cache"  # dense fine-tuned MiniLM weights per (seed, sentences, epochs), for the ASP-recipe runs
 
@@ -103,8 +113,10 @@ def run_minilm(
 ) -> dict[str, Any]:
     kwargs = dict(kwargs) if kwargs is not None else None
     from_dense = bool(kwargs.pop("from_dense", False)) if kwargs is not None else False
+    distill = kwargs.pop("distill", None) if kwargs is not None else None
+    lr = kwargs.pop("lr", 5e-5) if kwargs is not None else 5e-5
     dense_file = CACHE / f"minilm_dense_seed{seed}_{train_samples}_{epochs}ep.pt"
-    if from_dense and not dense_file.exists():
+    if (from_dense or distill) and not dense_file.exists():
         run_minilm("dense", None, seed, epochs, train_samples)
     L.seed_everything(seed, verbose=False)
     path = offline_minilm_path()
@@ -114,10 +126,15 @@ def run_minilm(
     module = ClassificationModule(
         model,
         num_classes=2,
-        optimizer=functools.partial(torch.optim.AdamW, lr=5e-5, weight_decay=0.01),
+        optimizer=functools.partial(torch.optim.AdamW, lr=lr, weight_decay=0.01),
         scheduler=functools.partial(warmup_lr, warmup=0.1, decay="linear"),
         scheduler_interval="step",
     )
+    trained: L.LightningModule = module
+    if distill is not None:
+        teacher = huggingface_classifier(path, num_labels=2)
+        teacher.load_state_dict(torch.load(dense_file, weights_only=True))
+        trained = DistillationModule(module, teacher, **distill)
     data = GLUEDataModule(
         task="rotten_tomatoes", tokenizer=path, batch_size=32, max_train_samples=train_samples, seed=seed
     )
@@ -132,7 +149,7 @@ def run_minilm(
         max_epochs=epochs, callbacks=[callback] if callback else [], limit_val_batches=0, **QUIET
     )
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data)
+    trainer.fit(trained, datamodule=data)
     if kwargs is None:
         CACHE.mkdir(exist_ok=True)
         torch.save(model.state_dict(), dense_file)

@@ -8,7 +8,8 @@ max length 128. Saved with save_pretrained under experiments/structured_pruning/
 Pruning: prune_heads / prune_ffn_neurons (importance |dL/dgate| over --calibration-batches training batches of 32,
 the same count removed from every layer); "heads+ffn" prunes heads first, then neurons of the head-pruned model.
 Fine-tune: DistillationModule(pruned student, teacher=the unpruned fine-tuned model, T=2, alpha=0.5) on the same 2,000
-sentences for --epochs epochs, AdamW --lr (weight decay 0.01), warm-up 10 % then linear decay, batch 32; teacher logits
+sentences for --epochs epochs (and, as the control for that extra training, a copy of the unpruned model given the same
+fine-tune: the "dense" row), AdamW --lr (weight decay 0.01), warm-up 10 % then linear decay, batch 32; teacher logits
 cached on disk (computed once for all runs).
 Accuracy: the 1,275 validation and 1,275 test sentences, final weights. Latency: one forward pass, batch 32, sequence 128
 (random token ids, full attention mask), torch.set_num_threads(2), eval mode, inference_mode; after 3 warm-up passes,
@@ -25,6 +26,7 @@ results.json is rewritten after each step, and the table is printed at the end.
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import os
@@ -139,7 +141,7 @@ def interleaved_latency(models: dict[str, torch.nn.Module], repeats: int) -> dic
 
 def save(args: argparse.Namespace, rows: dict[str, dict[str, Any]]) -> None:
     """Writes what is known so far (a long run interrupted keeps its finished rows)."""
-    (HERE / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1) + "\n")
+    (HERE / args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1) + "\n")
 
 
 def main() -> None:
@@ -150,15 +152,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="distillation fine-tune epochs")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--latency-repeats", type=int, default=15)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--distil", nargs="*", default=None, choices=list(VARIANTS),
-                        help="variants to fine-tune by distillation (default: all of --variants)")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--distil", nargs="*", default=None, choices=["dense", *VARIANTS],
+                        help="variants to fine-tune by distillation (default: all of --variants, and dense: the "
+                             "unpruned model given the same fine-tune, the control for the extra epoch)")
+    parser.add_argument("--out", default="results.json", help="file written beside this script")
     args = parser.parse_args()
     torch.set_num_threads(2)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    distil_variants = args.variants if args.distil is None else args.distil
+    distil_variants = ["dense", *args.variants] if args.distil is None else args.distil
 
     dm = data(args.train_samples)
     teacher = teacher_model(dm, args.train_samples, args.teacher_epochs)
@@ -180,6 +184,8 @@ def main() -> None:
         print(f"{name}, no fine-tune: {rows[name]}", flush=True)
         save(args, rows)
     for name in distil_variants:
+        if name == "dense":  # a copy: the teacher itself stays as it is
+            models[name] = copy.deepcopy(teacher)
         seconds = distil(models[name], teacher, dm, args)
         scores = evaluate(models[name], dm)
         rows[name].update(distilled_val=scores["val"], distilled_test=scores["test"], distil_seconds=seconds)
