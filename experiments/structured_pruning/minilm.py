@@ -185,7 +185,7 @@ def main() -> None:
         save(args, rows)
     for name in distil_variants:
         if name == "dense":  # a copy: the teacher itself stays as it is
-            models[name] = copy.deepcopy(teacher)
+            models[name] = copy.deepcopy(teacher).requires_grad_(True)
         seconds = distil(models[name], teacher, dm, args)
         scores = evaluate(models[name], dm)
         rows[name].update(distilled_val=scores["val"], distilled_test=scores["test"], distil_seconds=seconds)
