@@ -21,7 +21,7 @@ weights) of the INT8 model.
 
 Run from the repository root (2 cores; about 25 minutes):
     .venv/bin/python experiments/qat/benchmark.py                 # everything
-    .venv/bin/python experiments/qat/benchmark.py speed           # or: mnist, minilm
+    .venv/bin/python experiments/qat/benchmark.py speed           # or: speed_batches, mnist, minilm
 Results are printed and written to experiments/qat/results.json.
 """
 
@@ -59,7 +59,7 @@ QUIET = dict(
     accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False
 )
 warnings.filterwarnings("ignore")
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "2")))  # 1 when another job shares the 2 cores
 
 
 # ---------------------------------------------------------------------------------------------------------- speed
@@ -116,19 +116,32 @@ def sizes(model: nn.Module, int8: nn.Module, inputs: Any) -> dict[str, Any]:
     return {"fp32_bytes": fp32_bytes, "int8_bytes": int8_bytes, "int8/fp32_size": round(int8_bytes / fp32_bytes, 3)}
 
 
-def run_speed() -> list[dict[str, Any]]:
-    torch.manual_seed(0)
-    rows = [speed("mnist_smallcnn_b64", SmallCNN(), torch.randn(64, 1, 28, 28))]
-    rows.append(speed("resnet18_224_b8", torchvision_model("resnet18", num_classes=1000), torch.randn(8, 3, 224, 224)))
+def _minilm_inputs(batch: int) -> dict[str, torch.Tensor]:
     from transformers import AutoTokenizer
 
-    path = offline_minilm_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    text = ["a thoughtful, funny and moving film about growing up"] * 8
-    batch = tokenizer(text, padding="max_length", max_length=128, return_tensors="pt")
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    rows.append(speed("minilm_seq128_b8", huggingface_classifier(path, num_labels=2), inputs, rounds=5, n=3))
+    tokenizer = AutoTokenizer.from_pretrained(offline_minilm_path())
+    text = ["a thoughtful, funny and moving film about growing up"] * batch
+    tokens = tokenizer(text, padding="max_length", max_length=128, return_tensors="pt")
+    return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
+
+def run_speed(batches: tuple[int, int, int] = (64, 8, 8)) -> list[dict[str, Any]]:
+    """SmallCNN, ResNet-18 and MiniLM at the given batch sizes (in that order)."""
+    cnn, resnet, minilm = batches
+    torch.manual_seed(0)
+    rows = [speed(f"mnist_smallcnn_b{cnn}", SmallCNN(), torch.randn(cnn, 1, 28, 28))]
+    rows.append(
+        speed(f"resnet18_224_b{resnet}", torchvision_model("resnet18", num_classes=1000), torch.randn(resnet, 3, 224, 224))
+    )
+    model = huggingface_classifier(offline_minilm_path(), num_labels=2)
+    rows.append(speed(f"minilm_seq128_b{minilm}", model, _minilm_inputs(minilm), rounds=5, n=3))
     return rows
+
+
+def run_speed_batches() -> list[dict[str, Any]]:
+    """The same at other batch sizes: 1 (latency), and larger (throughput; MiniLM b32 = 4,096 tokens, as in the FFN
+    probe of shared/MEASURED.md)."""
+    return [*run_speed((1, 1, 1)), *run_speed((256, 32, 32))]
 
 
 # -------------------------------------------------------------------------------------------------------- accuracy
@@ -245,7 +258,7 @@ def main() -> None:
     if out.exists():
         results.update(json.loads(out.read_text()))
     seeds = [int(s) for s in os.environ.get("SEEDS", "0").split(",")]
-    runs = {"speed": run_speed, "mnist": run_mnist, "minilm": run_minilm}
+    runs = {"speed": run_speed, "speed_batches": run_speed_batches, "mnist": run_mnist, "minilm": run_minilm}
     for part in parts:
         start = time.perf_counter()
         if part == "mnist" and len(seeds) > 1:  # SEEDS=0,1,2: one row per seed
