@@ -20,3 +20,23 @@ torch.set_num_threads(2)
 def _quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@pytest.fixture
+def run_ddp_script(tmp_path):
+    """``run_ddp_script("name.py")`` runs ``tests/name.py tmp_path`` in a fresh interpreter (a script that starts 2 CPU
+    DDP processes and saves ``rank<r>.pt`` files there), asserts it succeeded and returns the loaded files by rank."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def run(script: str) -> list[dict]:
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name(script)), str(tmp_path)],
+            capture_output=True, text=True, timeout=600, env=env,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+    return run

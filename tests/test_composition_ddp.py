@@ -1,9 +1,6 @@
 """DistillationModule + GradualMagnitudePruning + dynamic NMSparsity in one Trainer under DDP (2 CPU processes)."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -12,14 +9,8 @@ from lightning_compress.masking import unpack_mask
 from lightning_compress.nm_mask import is_nm_sparse
 
 
-def test_distillation_gmp_and_nm_under_ddp_agree_on_every_rank(tmp_path: Path) -> None:
-    script = Path(__file__).with_name("ddp_compose_script.py")
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600, env=env
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+def test_distillation_gmp_and_nm_under_ddp_agree_on_every_rank(run_ddp_script: Callable[[str], list[dict]]) -> None:
+    ranks = run_ddp_script("ddp_compose_script.py")
     assert [r["world_size"] for r in ranks] == [2, 2]
     # the callbacks act on the student only; the teacher is frozen and untouched
     assert set(ranks[0]["gmp"]["masks"]) == set(ranks[0]["nm"]["masks"]) == {

@@ -1,7 +1,5 @@
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -322,14 +320,8 @@ def test_final_state_dict_loads_strictly_and_test_from_checkpoint(tmp_path: Path
 
 
 # ------------------------------------------------------------------------------------------------------- DDP
-def test_ddp_masks_identical_on_every_rank(tmp_path: Path) -> None:
-    script = Path(__file__).with_name("ddp_gmp_script.py")
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600, env=env
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+def test_ddp_masks_identical_on_every_rank(run_ddp_script) -> None:
+    ranks = run_ddp_script("ddp_gmp_script.py")
     assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
     for name in ranks[0]["masks"]:
         assert torch.equal(ranks[0]["masks"][name], ranks[1]["masks"][name]), name
