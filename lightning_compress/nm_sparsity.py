@@ -22,6 +22,7 @@ from lightning_compress.masking import ParameterMasks, broadcast_masks, compress
 from lightning_compress.masking_callback import MaskingCallback
 from lightning_compress.nm_mask import partial_nm_mask
 from lightning_compress.prunable_weights import FilterFn, prunable_weights
+from lightning_compress.sparsity_pattern import check_nm
 
 __all__ = ["NMSparsity", "nm_eligibility"]
 
@@ -495,12 +496,7 @@ def _validate(
     def is_number(x: Any) -> bool:
         return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
-    if not is_int(m) or m < 2:
-        errors.append(f"`m` must be an int >= 2, got {m!r}")
-    if not is_int(n):
-        errors.append(f"`n` must be an int with 0 < n < m, got {n!r}")
-    elif n <= 0 or (is_int(m) and n >= m):
-        errors.append(f"`n` must be an int with 0 < n < m (m={m!r}), got {n!r}")
+    errors.extend(check_nm(n, m))
     if not (is_number(start_epoch) and start_epoch >= 0):
         errors.append(f"`start_epoch` must be a number >= 0, got {start_epoch!r}")
     if policy not in _POLICIES:

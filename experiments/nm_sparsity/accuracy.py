@@ -130,7 +130,7 @@ def run_minilm(
     distill = kwargs.pop("distill", None) if kwargs is not None else None
     lr = kwargs.pop("lr", 5e-5) if kwargs is not None else 5e-5
     if kwargs is not None and kwargs.pop("dense", False):
-        kwargs = None if not kwargs else kwargs  # only the learning rate differs from "dense"
+        kwargs = None  # only the learning rate differs from "dense"
     if kwargs is not None and kwargs.get("filter_fn") == "encoder_linear":
         kwargs["filter_fn"] = encoder_linear
     dense_file = CACHE / f"minilm_dense_seed{seed}_{train_samples}_{epochs}ep.pt"
