@@ -3,18 +3,19 @@ its layers, against the same student trained on the labels alone with the same b
 inference speed-up.
 
 Teacher: the offline all-MiniLM-L6-v2 (lightning_compress.models.offline_minilm_path()) fine-tuned once on
---teacher-samples training sentences for --teacher-epochs epochs (in train mode: dropout on; AdamW 5e-5, weight decay 0.01, 10 % warm-up then linear decay,
-batch 32), saved with save_pretrained under experiments/distillation/.cache/rt_teacher_<n>[_<epochs>ep]/ and reused.
+--teacher-samples training sentences for --teacher-epochs epochs (in train mode: dropout on; AdamW --teacher-lr,
+weight decay 0.01, 10 % warm-up then linear decay, batch 32; 5e-5 unless given), saved with save_pretrained under
+experiments/distillation/.cache/rt_teacher_<n>[_<epochs>ep][_lr<lr>]/ and reused.
 Student: layer_subset_student(teacher, layers=...) (embeddings, the chosen layers, pooler and classifier copied);
 trained on --student-samples training sentences (a seeded subset of the 10,202, drawn independently of the teacher's)
 for --epochs epochs with AdamW(--lr, weight decay 0.01), the same warm-up/decay and batch 32, once on the labels and
 once with DistillationModule (teacher logits cached on disk in .cache, computed once for all runs). Evaluation: the
 data module's validation and test splits (1,275 sentences each), final weights, no checkpoint selection.
 Speed: median latency of one forward pass, batch 32, sequence 128 (random token ids, full attention mask),
-torch.set_num_threads(2), eval mode, inference_mode, after warm-up.
+torch.set_num_threads(--threads), eval mode, inference_mode, after warm-up.
 
 Run from the repository root:
-    .venv/bin/python experiments/distillation/rotten_tomatoes.py       # 3 seeds; about 50 min on 2 cores (teacher: +10)
+    .venv/bin/python experiments/distillation/rotten_tomatoes.py       # 3 seeds, 5 epochs; about 40 min on 2 cores (teacher: +12)
     .venv/bin/python experiments/distillation/rotten_tomatoes.py --seeds 0 --epochs 1 --student-samples 2000  # smoke
 """
 
@@ -66,11 +67,12 @@ def evaluate(module: ClassificationModule, dm: GLUEDataModule) -> dict[str, floa
     return {"val": 100 * val, "test": 100 * test}
 
 
-def teacher_model(samples: int, epochs: int = 1) -> tuple[torch.nn.Module, dict[str, float]]:
-    folder = CACHE / (f"rt_teacher_{samples}" + (f"_{epochs}ep" if epochs != 1 else ""))
+def teacher_model(samples: int, epochs: int = 1, lr: float = 5e-5) -> tuple[torch.nn.Module, dict[str, float]]:
+    suffix = (f"_{epochs}ep" if epochs != 1 else "") + (f"_lr{lr:g}" if lr != 5e-5 else "")
+    folder = CACHE / f"rt_teacher_{samples}{suffix}"
     if not (folder / "config.json").is_file():
         L.seed_everything(0)
-        module = classifier(huggingface_classifier(offline_minilm_path(), num_labels=2).train(), lr=5e-5)
+        module = classifier(huggingface_classifier(offline_minilm_path(), num_labels=2).train(), lr=lr)
         start = time.perf_counter()
         L.Trainer(max_epochs=epochs, **QUIET).fit(module, data(samples, seed=0).train_dataloader())
         print(f"teacher fine-tuned {epochs} epoch(s) on {samples} sentences in {time.perf_counter() - start:.0f} s")
@@ -132,9 +134,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--teacher-samples", type=int, default=6202)  # with 4,000 student sentences: all 10,202
     parser.add_argument("--teacher-epochs", type=int, default=2)
+    parser.add_argument("--teacher-lr", type=float, default=5e-5)
     parser.add_argument("--student-samples", type=int, default=4000)
     parser.add_argument("--layers", type=int, nargs="+", default=[1, 3, 5])
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--alpha", type=float, default=0.5)
@@ -146,13 +149,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    teacher, teacher_scores = teacher_model(args.teacher_samples, args.teacher_epochs)
+    teacher, teacher_scores = teacher_model(args.teacher_samples, args.teacher_epochs, args.teacher_lr)
     print(f"teacher: {teacher_scores}")
     student = layer_subset_student(teacher, layers=args.layers)
     t_teacher = median_latency(teacher, args.latency_repeats)
     t_student = median_latency(student, args.latency_repeats)
     params = {n: sum(p.numel() for p in m.parameters()) for n, m in (("teacher", teacher), ("student", student))}
-    print(f"latency (batch 32, seq 128, 2 threads): teacher {1000 * t_teacher:.0f} ms, student {1000 * t_student:.0f} ms,"
+    print(f"latency (batch 32, seq 128, {args.threads} thread(s)): teacher {1000 * t_teacher:.0f} ms, "
+          f"student {1000 * t_student:.0f} ms,"
           f" speed-up {t_teacher / t_student:.2f}x; parameters {params}")
     summary: dict[str, Any] = {"args": vars(args), "teacher": teacher_scores, "parameters": params,
                                "latency_ms": {"teacher": 1000 * t_teacher, "student": 1000 * t_student},
