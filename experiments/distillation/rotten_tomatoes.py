@@ -15,7 +15,7 @@ Speed: median latency of one forward pass, batch 32, sequence 128 (random token 
 torch.set_num_threads(--threads), eval mode, inference_mode, after warm-up.
 
 Run from the repository root:
-    .venv/bin/python experiments/distillation/rotten_tomatoes.py   # 3 seeds, 5 epochs: ~40 min on 2 cores (+12: teacher)
+    .venv/bin/python experiments/distillation/rotten_tomatoes.py   # 3 seeds, 5 epochs: ~40 min (+12: teacher)
     .venv/bin/python experiments/distillation/rotten_tomatoes.py --seeds 0 --epochs 1 --student-samples 2000  # smoke
 """
 
