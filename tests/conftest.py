@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 # Nothing may download in tests: Hugging Face libraries read only what is installed.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,9 +29,6 @@ def _quiet_lightning() -> None:
 def run_ddp_script(tmp_path):
     """``run_ddp_script("name.py")`` runs ``tests/name.py tmp_path`` in a fresh interpreter (a script that starts 2 CPU
     DDP processes and saves ``rank<r>.pt`` files there), asserts it succeeded and returns the loaded files by rank."""
-    import subprocess
-    import sys
-    from pathlib import Path
 
     def run(script: str) -> list[dict]:
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}

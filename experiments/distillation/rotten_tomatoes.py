@@ -40,6 +40,7 @@ from lightning_compress.student_builders import layer_subset_student
 from lightning_compress.teacher import load_teacher
 
 CACHE = Path(__file__).resolve().parent / ".cache"
+TEACHER_LR = 5e-5  # the teacher's fine-tuning rate unless --teacher-lr says otherwise (its cache folder omits it)
 QUIET: dict[str, Any] = dict(
     accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
     num_sanity_val_steps=0,
@@ -67,8 +68,8 @@ def evaluate(module: ClassificationModule, dm: GLUEDataModule) -> dict[str, floa
     return {"val": 100 * val, "test": 100 * test}
 
 
-def teacher_model(samples: int, epochs: int = 1, lr: float = 5e-5) -> tuple[torch.nn.Module, dict[str, float]]:
-    suffix = (f"_{epochs}ep" if epochs != 1 else "") + (f"_lr{lr:g}" if lr != 5e-5 else "")
+def teacher_model(samples: int, epochs: int = 1, lr: float = TEACHER_LR) -> tuple[torch.nn.Module, dict[str, float]]:
+    suffix = (f"_{epochs}ep" if epochs != 1 else "") + (f"_lr{lr:g}" if lr != TEACHER_LR else "")
     folder = CACHE / f"rt_teacher_{samples}{suffix}"
     if not (folder / "config.json").is_file():
         L.seed_everything(0)
@@ -134,7 +135,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--teacher-samples", type=int, default=6202)  # with 4,000 student sentences: all 10,202
     parser.add_argument("--teacher-epochs", type=int, default=2)
-    parser.add_argument("--teacher-lr", type=float, default=5e-5)
+    parser.add_argument("--teacher-lr", type=float, default=TEACHER_LR)
     parser.add_argument("--student-samples", type=int, default=4000)
     parser.add_argument("--layers", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--epochs", type=int, default=5)

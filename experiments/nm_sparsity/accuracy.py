@@ -91,12 +91,12 @@ MINILM_RUNS: dict[str, Optional[dict[str, Any]]] = {
         "ramp_epochs": 1.5,
     },
 }
-CACHE = HERE / ".cache"
+CACHE = HERE / ".cache"  # dense fine-tuned MiniLM weights per (seed, sentences, epochs), for the ASP-recipe runs
 
 
 def encoder_linear(module: torch.nn.Module, fqn: str) -> bool:
     """The Linear layers of the transformer blocks: the pooler and the classifier stay dense (<1 % of the FLOPs)."""
-    return isinstance(module, torch.nn.Linear) and "encoder.layer." in fqn  # dense fine-tuned MiniLM weights per (seed, sentences, epochs), for the ASP-recipe runs
+    return isinstance(module, torch.nn.Linear) and "encoder.layer." in fqn
 
 
 def masked_layers_are_nm(model: torch.nn.Module, callback: Optional[NMSparsity]) -> Optional[bool]:
