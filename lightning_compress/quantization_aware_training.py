@@ -62,6 +62,7 @@ __all__ = [
     "is_int4_prepared",
     "is_prepared",
     "load_quantized",
+    "max_pool_on_int8",
     "prepare_int4_qat",
     "prepare_qat",
     "save_quantized",
@@ -567,7 +568,8 @@ def convert_to_int8(prepared: torch.fx.GraphModule, compile: bool = True) -> nn.
         compile: ``torch.compile`` the converted graph with inductor freezing (see :class:`FrozenInt8`; a new batch
             size compiles again) so that it runs on oneDNN INT8 kernels. The first call
             compiles (seconds). With False, the reference graph (quantize/dequantize ops in float) is returned: the
-            same numbers, slowly; it is what :func:`save_quantized` exports.
+            same numbers, slowly; it is what :func:`save_quantized` exports. Either way, max-pools run on the int8
+            values (:func:`max_pool_on_int8`).
 
     Returns:
         The INT8 model: a :class:`FrozenInt8` (the reference graph is its ``._orig_mod``), or the reference graph.
@@ -587,9 +589,63 @@ def convert_to_int8(prepared: torch.fx.GraphModule, compile: bool = True) -> nn.
         converted = convert_pt2e(graph)
     nn.Module.train(converted, False)  # the converted graph has no train/eval ops left; its own .eval() raises
     _drop_unused_tensors(converted)
+    max_pool_on_int8(converted)
     if not compile:
         return converted
     return _compile(converted)
+
+
+def max_pool_on_int8(graph_module: torch.fx.GraphModule) -> int:
+    """Max-pool the quantized tensors themselves: ``quantize(max_pool2d(dequantize(x)))`` becomes ``max_pool2d(x)``.
+
+    The X86 quantizer gives a max-pool the same scale and zero point at input and output, and dequantization is
+    increasing (scale > 0), so pooling the uint8 values is exact: the rewritten graph gives bit-identical outputs.
+    It matters for speed: Inductor lowers the dequantize -> pool -> quantize pattern to ``quantized::max_pool2d``,
+    which has no vectorized path for fewer than 32 channels in channels-last layout (0.71 ms against 0.04 ms for
+    Inductor's own uint8 pooling kernel on a 64 x 16 x 28 x 28 tensor, measured on AVX-512 with 2 threads; the MNIST
+    SmallCNN's INT8 forward went from about 1.4 ms to 0.9 ms).
+
+    Args:
+        graph_module: A graph from ``convert_pt2e`` (``quantized_decomposed`` quantize / dequantize ops); rewritten
+            in place.
+
+    Returns:
+        The number of max-pools rewritten. A pool whose input and output quantization differ, or whose output has
+        other users than one quantize, is left as it is.
+
+    Example:
+        >>> from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+        >>> converted = convert_pt2e(prepared)  # a trained prepare_qat graph of the SmallCNN  # doctest: +SKIP
+        >>> max_pool_on_int8(converted)  # doctest: +SKIP
+        2
+    """
+    decomposed = torch.ops.quantized_decomposed
+    graph, rewritten = graph_module.graph, 0
+    for pool in list(graph.nodes):
+        if pool.op != "call_function" or pool.target is not torch.ops.aten.max_pool2d.default:
+            continue
+        dequant, users = pool.args[0], list(pool.users)
+        if not (
+            isinstance(dequant, torch.fx.Node)
+            and dequant.target is decomposed.dequantize_per_tensor.default
+            and len(users) == 1
+            and users[0].target is decomposed.quantize_per_tensor.default
+            and tuple(users[0].args[1:]) == tuple(dequant.args[1:])
+            and not users[0].kwargs
+            and not dequant.kwargs
+        ):
+            continue
+        quant = users[0]
+        pool.args = (dequant.args[0], *pool.args[1:])
+        quant.replace_all_uses_with(pool)
+        graph.erase_node(quant)
+        if not dequant.users:
+            graph.erase_node(dequant)
+        rewritten += 1
+    if rewritten:
+        graph.lint()
+        graph_module.recompile()
+    return rewritten
 
 
 def _drop_unused_tensors(graph_module: torch.fx.GraphModule) -> None:

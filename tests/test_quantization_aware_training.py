@@ -6,6 +6,7 @@ later ones reuse them. The compiled (inductor) INT8 path, ResNet-18/50 and the r
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from lightning_compress.quantization_aware_training import (
     convert_to_int4,
     convert_to_int8,
     load_quantized,
+    max_pool_on_int8,
     prepare_int4_qat,
     prepare_qat,
     save_quantized,
@@ -218,6 +220,31 @@ def test_fake_quant_matches_converted_and_save_load_round_trips(tmp_path: Path) 
     with torch.no_grad():
         assert torch.equal(loaded(x), real)
         assert loaded(x[:5]).shape == (5, 10)  # the batch dimension stays dynamic
+
+
+def test_max_pool_runs_on_the_int8_values_bit_exactly() -> None:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    x = torch.randn(32, 1, 8, 8)
+    prepared = prepare_qat(tiny_cnn(), x)
+    train_steps(prepared, x)
+    prepared.eval()
+    converted = convert_pt2e(copy.deepcopy(prepared))  # what convert_to_int8 converts, before its rewrite
+    pools = [n for n in converted.graph.nodes if n.target is torch.ops.aten.max_pool2d.default]
+    with torch.no_grad():
+        before = converted(x)
+        assert max_pool_on_int8(converted) == len(pools) == 2
+        after = converted(x)
+    assert torch.equal(before, after)  # pooling uint8 values with shared qparams is exact
+    for pool in pools:
+        assert pool.args[0].target is torch.ops.quantized_decomposed.quantize_per_tensor.default  # no dequantize
+    assert max_pool_on_int8(converted) == 0  # nothing left to rewrite
+    reference = convert_to_int8(prepared, compile=False)
+    assert all(
+        n.args[0].target is not torch.ops.quantized_decomposed.dequantize_per_tensor.default
+        for n in reference.graph.nodes
+        if n.target is torch.ops.aten.max_pool2d.default
+    )
 
 
 def test_eval_mode_switches_dropout_and_batchnorm() -> None:
