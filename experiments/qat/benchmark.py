@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 import os
 import statistics
 import sys
@@ -75,8 +76,8 @@ def _time_once(model: nn.Module, inputs: Any, n: int, autocast: bool = False) ->
         return (time.perf_counter() - start) / n * 1e3
 
 
-def speed(name: str, model: nn.Module, inputs: Any, rounds: int = 5, n: int = 5) -> dict[str, Any]:
-    """Median ms per batch of fp32 eager, bf16 autocast and our compiled INT8 model, timed in interleaved rounds."""
+def int8_model(model: nn.Module, inputs: Any) -> tuple[nn.Module, float]:
+    """Our compiled INT8 model of ``model`` (observers calibrated on ``inputs``) and its compile time in seconds."""
     model.eval()
     prepared = prepare_qat(model, inputs)
     with torch.no_grad():
@@ -86,7 +87,15 @@ def speed(name: str, model: nn.Module, inputs: Any, rounds: int = 5, n: int = 5)
     int8 = convert_to_int8(prepared)
     start = time.perf_counter()
     _call(int8, inputs)  # compiles
-    compile_s = time.perf_counter() - start
+    return int8, time.perf_counter() - start
+
+
+def median_ms(model: nn.Module, int8: nn.Module, inputs: Any, rounds: int = 5, n: int = 5) -> dict[str, float]:
+    """Median ms per batch of fp32 eager, bf16 autocast and ``int8``, timed in interleaved rounds.
+
+    Each timing runs at least ``n`` calls and at least 100 ms of fp32 eager calls (a millisecond model gets ~15 calls
+    per timing: single calls of it swing by 30 % on this shared machine)."""
+    n = max(n, math.ceil(100 / _time_once(model, inputs, 2)))
     paths: dict[str, Callable[[], float]] = {
         "fp32_eager": lambda: _time_once(model, inputs, n),
         "bf16_autocast": lambda: _time_once(model, inputs, n, autocast=True),
@@ -98,7 +107,13 @@ def speed(name: str, model: nn.Module, inputs: Any, rounds: int = 5, n: int = 5)
     for _ in range(rounds):
         for key, run in paths.items():
             times[key].append(run())
-    ms = {k: round(statistics.median(v), 2) for k, v in times.items()}
+    return {k: round(statistics.median(v), 2) for k, v in times.items()}
+
+
+def speed(name: str, model: nn.Module, inputs: Any, rounds: int = 5, n: int = 5) -> dict[str, Any]:
+    """fp32 eager, bf16 autocast and our compiled INT8 model (:func:`median_ms`), their ratios and file sizes."""
+    int8, compile_s = int8_model(model, inputs)
+    ms = median_ms(model, int8, inputs, rounds, n)
     row = {"model": name, **{f"{k}_ms": v for k, v in ms.items()}, "int8_compile_s": round(compile_s, 1)}
     row["int8/bf16"] = round(ms["int8"] / ms["bf16_autocast"], 3)
     row["int8/fp32"] = round(ms["int8"] / ms["fp32_eager"], 3)
@@ -116,7 +131,7 @@ def sizes(model: nn.Module, int8: nn.Module, inputs: Any) -> dict[str, Any]:
     return {"fp32_bytes": fp32_bytes, "int8_bytes": int8_bytes, "int8/fp32_size": round(int8_bytes / fp32_bytes, 3)}
 
 
-def _minilm_inputs(batch: int) -> dict[str, torch.Tensor]:
+def minilm_inputs(batch: int) -> dict[str, torch.Tensor]:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(offline_minilm_path())
@@ -125,17 +140,25 @@ def _minilm_inputs(batch: int) -> dict[str, torch.Tensor]:
     return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
 
 
-def run_speed(batches: tuple[int, int, int] = (64, 8, 8)) -> list[dict[str, Any]]:
-    """SmallCNN, ResNet-18 and MiniLM at the given batch sizes (in that order)."""
+def speed_cases(batches: tuple[int, int, int] = (64, 8, 8)) -> list[tuple[str, nn.Module, Any]]:
+    """(name, fp32 model, inputs) of SmallCNN, ResNet-18 and MiniLM at the given batch sizes (in that order)."""
     cnn, resnet, minilm = batches
     torch.manual_seed(0)
-    rows = [speed(f"mnist_smallcnn_b{cnn}", SmallCNN(), torch.randn(cnn, 1, 28, 28))]
-    rows.append(
-        speed(f"resnet18_224_b{resnet}", torchvision_model("resnet18", num_classes=1000), torch.randn(resnet, 3, 224, 224))
-    )
-    model = huggingface_classifier(offline_minilm_path(), num_labels=2)
-    rows.append(speed(f"minilm_seq128_b{minilm}", model, _minilm_inputs(minilm), rounds=5, n=3))
-    return rows
+    return [
+        (f"mnist_smallcnn_b{cnn}", SmallCNN(), torch.randn(cnn, 1, 28, 28)),
+        (f"resnet18_224_b{resnet}", torchvision_model("resnet18", num_classes=1000), torch.randn(resnet, 3, 224, 224)),
+        (
+            f"minilm_seq128_b{minilm}",
+            huggingface_classifier(offline_minilm_path(), num_labels=2),
+            minilm_inputs(minilm),
+        ),
+    ]
+
+
+def run_speed(batches: tuple[int, int, int] = (64, 8, 8)) -> list[dict[str, Any]]:
+    """:func:`speed` of each of :func:`speed_cases`."""
+    cases = speed_cases(batches)
+    return [speed(name, model, inputs, n=3 if name.startswith("minilm") else 5) for name, model, inputs in cases]
 
 
 def run_speed_batches() -> list[dict[str, Any]]:
