@@ -63,11 +63,14 @@ from lightning_compress.sparse_layers import SPARSE_FORMATS, to_sparse_layers
 __all__ = [
     "ALL_PATHS",
     "BenchResult",
+    "LOW_PRECISION_FLAGS",
     "Unavailable",
     "benchmark_gemm",
     "benchmark_model",
+    "cpu_model",
     "format_table",
     "load_model",
+    "machine_info",
     "main",
     "measure",
     "prune_unstructured",
@@ -634,12 +637,50 @@ def format_table(rows: Sequence[BenchResult]) -> str:
     return "\n".join(out)
 
 
+#: x86 instruction sets that decide what INT8 and bf16 can gain on a CPU (``/proc/cpuinfo`` flag names): AMX tiles
+#: (INT8 / bf16 matrix units), VNNI (4 int8 products per 32-bit lane), AVX-512 BF16 (2 bf16 products per lane).
+LOW_PRECISION_FLAGS = ("amx_int8", "amx_bf16", "avx512_vnni", "avx_vnni", "avx512_bf16")
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, list[str]]:
+    """The CPU's model name and which of :data:`LOW_PRECISION_FLAGS` it has.
+
+    Args:
+        cpuinfo: Linux's CPU description; elsewhere (no such file) the name is what ``platform`` knows and the flags
+            list is empty.
+
+    Returns:
+        ``(name, flags)``, e.g. ``("AMD EPYC", ["avx512_vnni", "avx512_bf16"])``: the ratios INT8 : bf16 : fp32 reach
+        on a CPU with AMX are not those of one without, so every benchmark result records them.
+
+    Example:
+        >>> name, flags = cpu_model()
+        >>> isinstance(name, str) and set(flags) <= set(LOW_PRECISION_FLAGS)
+        True
+    """
+    name, flags = "", set()
+    try:
+        lines = Path(cpuinfo).read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not name:
+            name = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return name or platform.processor() or platform.machine(), [f for f in LOW_PRECISION_FLAGS if f in flags]
+
+
 def machine_info(device: Union[str, torch.device] = "cpu") -> dict[str, Any]:
-    """Device, CPU, thread count and library versions, recorded beside every result."""
+    """Device, CPU (model name and INT8 / bf16 instruction sets), thread count and library versions, recorded beside
+    every result."""
     device = torch.device(device)
+    cpu, flags = cpu_model()
     info = {
         "device": device.type,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu,
+        "cpu_low_precision": flags,
         "threads": torch.get_num_threads(),
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "cpu_count": os.cpu_count(),

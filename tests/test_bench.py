@@ -31,6 +31,19 @@ def test_measure_returns_latency_throughput_and_memory():
         measure(lambda: None, repeats=0)
 
 
+def test_cpu_model_reads_name_and_low_precision_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu avx512f avx512_vnni amx_tile"
+        " amx_int8 amx_bf16\n\nprocessor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu\n"
+    )
+    assert bench.cpu_model(str(info)) == ("Intel(R) Xeon(R) Platinum 8480+", ["amx_int8", "amx_bf16", "avx512_vnni"])
+    name, flags = bench.cpu_model(str(tmp_path / "missing"))  # not Linux: platform's name, no flags
+    assert name and flags == []
+    info = bench.machine_info()
+    assert info["cpu"] and set(info["cpu_low_precision"]) <= set(bench.LOW_PRECISION_FLAGS)
+
+
 @pytest.mark.parametrize("fmt", ["csr", "coo", "bsr"])
 def test_sparse_linear_matches_dense(fmt):
     lin = nn.Linear(32, 16)

@@ -13,16 +13,15 @@ script measures, on the CPU it runs on:
    times of the same run, it is the best ratio that faster INT8 kernels could give on this CPU: above a target, no
    kernel work meets that target here.
 
-    .venv/bin/python experiments/qat/kernel_ceiling.py          # about 2 minutes, 2 threads; prints JSON rows
+    .venv/bin/python experiments/qat/kernel_ceiling.py          # about a minute, 2 threads; prints JSON rows
 
-Rows are printed and written to `kernel_ceiling.json` beside this file, under the CPU's model name.
+Rows are printed and written to `kernel_ceiling.json` beside this file, under the CPU's model name (with its AMX /
+VNNI / AVX-512 BF16 flags).
 """
 
 from __future__ import annotations
 
 import json
-import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -32,34 +31,15 @@ from torch import nn
 from torch.profiler import profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmark import _call, int8_model, median_ms, speed_cases
+from lightning_compress.bench import machine_info, measure
+
+from benchmark import _call, int8_model, median_ms, speed_cases  # the sibling script: same models, inputs, timing
 
 HERE = Path(__file__).resolve().parent
 #: (M, K, N): a large square GEMM; MiniLM at 8 x 128 tokens (qkv/out 384 -> 384, FFN 384 -> 1536 -> 384); ResNet-18's
 #: 3x3 convs at batch 8 as im2col GEMMs (layer1: 8 * 56 * 56 rows, 64 * 9 -> 64; layer4: 8 * 7 * 7 rows, 512 * 9 -> 512)
 SHAPES = ((2048, 2048, 2048), (1024, 384, 384), (1024, 384, 1536), (1024, 1536, 384), (25088, 576, 64), (392, 4608, 512))
 GEMM_OPS = ("convolution", "mm", "addmm", "bmm")  # FlopCounterMode op names counted as conv/linear work
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _median_call_ms(fn: Any, n: int = 3, rounds: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        times.append((time.perf_counter() - start) / n * 1e3)
-    return statistics.median(times)
 
 
 def gemm_rates(shapes: tuple[tuple[int, int, int], ...] = SHAPES) -> list[dict[str, Any]]:
@@ -72,11 +52,8 @@ def gemm_rates(shapes: tuple[tuple[int, int, int], ...] = SHAPES) -> list[dict[s
         a16, b16 = a32.bfloat16(), b32.bfloat16()
         mmacs = m * k * n / 1e6
         with torch.inference_mode():
-            ms = {
-                "int8": _median_call_ms(lambda: torch._int_mm(a8, b8)),
-                "fp32": _median_call_ms(lambda: a32 @ b32),
-                "bf16": _median_call_ms(lambda: a16 @ b16),
-            }
+            calls = {"int8": lambda: torch._int_mm(a8, b8), "fp32": lambda: a32 @ b32, "bf16": lambda: a16 @ b16}
+            ms = {key: measure(call, warmup=1, repeats=7)[0] * 1e3 for key, call in calls.items()}
         row: dict[str, Any] = {"gemm": f"{m}x{k}x{n}", **{f"{key}_gmacs": round(mmacs / v, 1) for key, v in ms.items()}}
         row["int8/fp32"] = round(ms["int8"] / ms["fp32"], 3)
         row["int8/bf16"] = round(ms["int8"] / ms["bf16"], 3)
@@ -139,7 +116,8 @@ def main() -> None:
     models = [model_bound(name, model, inputs, ceiling) for name, model, inputs in speed_cases()]
     out = HERE / "kernel_ceiling.json"
     results = json.loads(out.read_text()) if out.exists() else {}
-    results[cpu_name()] = {"torch": torch.__version__, "threads": 2, "gemms": gemms, "models": models}
+    info = machine_info()
+    results[info["cpu"]] = {**info, "gemms": gemms, "models": models}
     out.write_text(json.dumps(results, indent=1))
     print(f"kernel_ceiling: {time.perf_counter() - start:.0f} s", flush=True)
 
