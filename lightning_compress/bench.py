@@ -69,6 +69,7 @@ __all__ = [
     "benchmark_model",
     "cpu_model",
     "format_table",
+    "gemm_flops",
     "load_model",
     "machine_info",
     "main",
@@ -269,13 +270,23 @@ def prune_unstructured(model: nn.Module, sparsity: float) -> nn.Module:
     return model
 
 
-def gemm_flops(model: nn.Module, inputs: ExampleInputs) -> int:
-    """FLOPs of one forward call counted by ``torch.utils.flop_counter`` (matmuls and convolutions)."""
+def gemm_flops(model: nn.Module, inputs: ExampleInputs, ops: Optional[Sequence[str]] = None) -> int:
+    """FLOPs of one forward call counted by ``torch.utils.flop_counter`` (matmuls and convolutions).
+
+    Args:
+        model: The model, called once without gradients.
+        inputs: Its inputs (a tensor, a tuple or a dict of keyword inputs).
+        ops: Count only these aten ops (overload packet names, e.g. ``("convolution", "mm", "addmm")``); all the
+            counter knows when None (on CUDA that includes attention kernels).
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         _call(model, inputs)
-    return int(counter.get_total_flops())
+    if ops is None:
+        return int(counter.get_total_flops())
+    flops = counter.get_flop_counts()["Global"]
+    return sum(int(v) for op, v in flops.items() if str(op).split(".")[-1] in ops)
 
 
 def _reason(err: BaseException) -> str:

@@ -44,6 +44,13 @@ def test_cpu_model_reads_name_and_low_precision_flags(tmp_path):
     assert info["cpu"] and set(info["cpu_low_precision"]) <= set(bench.LOW_PRECISION_FLAGS)
 
 
+def test_gemm_flops_counts_the_chosen_ops():
+    x = torch.randn(5, 32)
+    total = 2 * 5 * (32 * 64 + 64 * 8)  # two Linear layers
+    assert bench.gemm_flops(_mlp(), x) == bench.gemm_flops(_mlp(), x, ops=("addmm", "mm")) == total
+    assert bench.gemm_flops(_mlp(), x, ops=("convolution",)) == 0
+
+
 @pytest.mark.parametrize("fmt", ["csr", "coo", "bsr"])
 def test_sparse_linear_matches_dense(fmt):
     lin = nn.Linear(32, 16)

@@ -29,17 +29,19 @@ from typing import Any
 import torch
 from torch import nn
 from torch.profiler import profile
-from torch.utils.flop_counter import FlopCounterMode
 
-from lightning_compress.bench import machine_info, measure
+from lightning_compress.bench import gemm_flops, machine_info, measure
 
-from benchmark import _call, int8_model, median_ms, speed_cases  # the sibling script: same models, inputs, timing
+# the sibling script: the same models, inputs and timing
+from benchmark import _call, int8_model, median_ms, speed_cases, timing_calls
 
 HERE = Path(__file__).resolve().parent
 #: (M, K, N): a large square GEMM; MiniLM at 8 x 128 tokens (qkv/out 384 -> 384, FFN 384 -> 1536 -> 384); ResNet-18's
 #: 3x3 convs at batch 8 as im2col GEMMs (layer1: 8 * 56 * 56 rows, 64 * 9 -> 64; layer4: 8 * 7 * 7 rows, 512 * 9 -> 512)
-SHAPES = ((2048, 2048, 2048), (1024, 384, 384), (1024, 384, 1536), (1024, 1536, 384), (25088, 576, 64), (392, 4608, 512))
-GEMM_OPS = ("convolution", "mm", "addmm", "bmm")  # FlopCounterMode op names counted as conv/linear work
+SHAPES = (
+    (2048, 2048, 2048), (1024, 384, 384), (1024, 384, 1536), (1024, 1536, 384), (25088, 576, 64), (392, 4608, 512)
+)
+GEMM_OPS = ("convolution", "mm", "addmm", "bmm")  # the ops counted as conv/linear work (`bench.gemm_flops`)
 
 
 def gemm_rates(shapes: tuple[tuple[int, int, int], ...] = SHAPES) -> list[dict[str, Any]]:
@@ -62,15 +64,6 @@ def gemm_rates(shapes: tuple[tuple[int, int, int], ...] = SHAPES) -> list[dict[s
     return rows
 
 
-def gemm_macs(model: nn.Module, inputs: Any) -> int:
-    """Multiply-accumulates of the conv / matmul ops of one fp32 forward pass (attention matmuls inside SDPA are not
-    counted: the X86 quantizer leaves them in float)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        _call(model, inputs)
-    flops = counter.get_flop_counts()["Global"]
-    return sum(int(v) for op, v in flops.items() if str(op).split(".")[-1] in GEMM_OPS) // 2
-
-
 def int8_kernel_share(int8: nn.Module, inputs: Any, calls: int = 3) -> float:
     """Share of the INT8 model's profiled time spent in oneDNN's INT8 conv/linear kernels (`onednn::q...`)."""
     with torch.inference_mode(), profile() as prof:
@@ -84,9 +77,9 @@ def int8_kernel_share(int8: nn.Module, inputs: Any, calls: int = 3) -> float:
 
 def model_bound(name: str, model: nn.Module, inputs: Any, int8_gmacs: float) -> dict[str, Any]:
     model.eval()
-    macs = gemm_macs(model, inputs)
+    macs = gemm_flops(model, inputs, GEMM_OPS) // 2  # SDPA's matmuls are not counted: they stay in float
     int8, _ = int8_model(model, inputs)
-    ms = median_ms(model, int8, inputs, n=3 if name.startswith("minilm") else 5)
+    ms = median_ms(model, int8, inputs, n=timing_calls(name))
     share = int8_kernel_share(int8, inputs)
     kernel_ms = share * ms["int8"]
     bound_ms = macs / (int8_gmacs * 1e6) + (ms["int8"] - kernel_ms)
