@@ -1,4 +1,4 @@
-"""lightning_compress: pruning, N:M sparsity, quantization-aware training and distillation for Lightning.
+"""lightning_compress: pruning, N:M sparsity, quantization and distillation as plugins for the Lightning Trainer.
 
 Compression techniques are callbacks (or a module wrapper) added to the Trainer you already have:
 
@@ -10,112 +10,154 @@ Example:
     >>> trainer = pl.Trainer(max_epochs=12, callbacks=[NMSparsity(n=2, m=4)])
     >>> from lightning_compress import QuantizationAwareTraining
     >>> trainer = pl.Trainer(max_epochs=3, callbacks=[QuantizationAwareTraining(scheme="int8")])
+
+The package is laid out by technique (``core``, ``sparsity``, ``pruning`` with ``one_shot`` and ``structured``,
+``quantization``, ``distillation``, ``export``, ``analysis``, ``bench``, ``training``, beside ``data`` and ``models``;
+the console scripts live in ``cli``). Every public name is importable from here; each is imported on first use, so
+``import lightning_compress`` itself loads no technique, benchmark, plotting or command-line code.
 """
 
-from lightning_compress.bench import BenchResult, benchmark_gemm, benchmark_model
-from lightning_compress.channel_pruning import prune_channels, remove_channels
-from lightning_compress.classification import ClassificationModule
-from lightning_compress.compressed_format import load_compressed, save_compressed
-from lightning_compress.compression_advice import advise
-from lightning_compress.distillation import DistillationModule
-from lightning_compress.distillation_loss import feature_loss, kd_loss
-from lightning_compress.gradual_magnitude_pruning import GradualMagnitudePruning
-from lightning_compress.lr_schedule import warmup_lr
-from lightning_compress.magnitude import global_magnitude_masks, magnitude_mask, num_to_prune
-from lightning_compress.masking import (
-    ParameterMasks,
-    broadcast_masks,
-    compression_target,
-    pack_mask,
-    schedule_step,
-    unpack_mask,
-)
-from lightning_compress.nm_mask import is_nm_sparse, nm_mask, partial_nm_mask
-from lightning_compress.nm_sparsity import NMSparsity
-from lightning_compress.one_shot_pruning import OneShotResult, one_shot_prune
-from lightning_compress.one_shot_pruning_callback import OneShotPruning
-from lightning_compress.prunable_weights import prunable_weights
-from lightning_compress.pruned_student import pruned_student
-from lightning_compress.quantization_aware_training import (
-    QuantizationAwareTraining,
-    convert_to_int4,
-    convert_to_int8,
-    load_quantized,
-    prepare_int4_qat,
-    prepare_qat,
-    save_quantized,
-    set_qat_mode,
-)
-from lightning_compress.report import CompressionReport, compression_report
-from lightning_compress.semi_structured import to_semi_structured
-from lightning_compress.sparsegpt import sparsegpt_prune
-from lightning_compress.sparsity_report import SparsityReport, sparsity_report
-from lightning_compress.sparsity_schedule import constant_schedule, cubic_schedule, linear_schedule, sparsity_at_step
-from lightning_compress.structured_pruning import StructuredPruningReport
-from lightning_compress.student_builders import layer_subset_student, small_cnn_student
-from lightning_compress.teacher import load_teacher
-from lightning_compress.teacher_cache import TeacherCache
-from lightning_compress.transformer_pruning import prune_ffn_neurons, prune_heads
-from lightning_compress.wanda import wanda_mask
+from __future__ import annotations
 
-__all__ = [
-    "BenchResult",
-    "ClassificationModule",
-    "CompressionReport",
-    "DistillationModule",
-    "GradualMagnitudePruning",
-    "NMSparsity",
-    "OneShotPruning",
-    "OneShotResult",
-    "ParameterMasks",
-    "QuantizationAwareTraining",
-    "SparsityReport",
-    "StructuredPruningReport",
-    "TeacherCache",
-    "advise",
-    "benchmark_gemm",
-    "benchmark_model",
-    "broadcast_masks",
-    "compression_report",
-    "compression_target",
-    "constant_schedule",
-    "convert_to_int4",
-    "convert_to_int8",
-    "cubic_schedule",
-    "feature_loss",
-    "global_magnitude_masks",
-    "is_nm_sparse",
-    "kd_loss",
-    "layer_subset_student",
-    "linear_schedule",
-    "load_compressed",
-    "load_quantized",
-    "load_teacher",
-    "magnitude_mask",
-    "nm_mask",
-    "num_to_prune",
-    "one_shot_prune",
-    "pack_mask",
-    "partial_nm_mask",
-    "prepare_int4_qat",
-    "prepare_qat",
-    "prunable_weights",
-    "prune_channels",
-    "prune_ffn_neurons",
-    "prune_heads",
-    "pruned_student",
-    "remove_channels",
-    "save_compressed",
-    "save_quantized",
-    "schedule_step",
-    "set_qat_mode",
-    "small_cnn_student",
-    "sparsegpt_prune",
-    "sparsity_at_step",
-    "sparsity_report",
-    "to_semi_structured",
-    "unpack_mask",
-    "wanda_mask",
-    "warmup_lr",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from lightning_compress import _compat
+
 __version__ = "0.1.0"
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    # core
+    "ParameterMasks": "core.masks",
+    "pack_mask": "core.masks",
+    "unpack_mask": "core.masks",
+    "broadcast_masks": "core.distributed",
+    "compression_target": "core.target",
+    "find_network": "core.target",
+    "schedule_step": "core.target",
+    "prunable_weights": "core.selection",
+    "select_layers": "core.selection",
+    # sparsity
+    "NMSparsity": "sparsity.nm_sparsity",
+    "is_nm_sparse": "sparsity.nm_masks",
+    "nm_mask": "sparsity.nm_masks",
+    "partial_nm_mask": "sparsity.nm_masks",
+    "to_semi_structured": "sparsity.semi_structured",
+    "to_semi_structured_": "sparsity.semi_structured",
+    # pruning
+    "GradualMagnitudePruning": "pruning.gradual_magnitude_pruning",
+    "global_magnitude_masks": "pruning.magnitude",
+    "magnitude_mask": "pruning.magnitude",
+    "num_to_prune": "pruning.magnitude",
+    "constant_schedule": "pruning.schedule",
+    "cubic_schedule": "pruning.schedule",
+    "linear_schedule": "pruning.schedule",
+    "sparsity_at_step": "pruning.schedule",
+    "OneShotPruning": "pruning.one_shot.one_shot_pruning",
+    "OneShotResult": "pruning.one_shot.prune",
+    "one_shot_prune": "pruning.one_shot.prune",
+    "sparsegpt_prune": "pruning.one_shot.sparsegpt",
+    "wanda_mask": "pruning.one_shot.wanda",
+    "StructuredPruningReport": "pruning.structured.report",
+    "prune_channels": "pruning.structured.channels",
+    "remove_channels": "pruning.structured.channels",
+    "prune_ffn_neurons": "pruning.structured.transformer",
+    "prune_heads": "pruning.structured.transformer",
+    # quantization
+    "QuantizationAwareTraining": "quantization.qat",
+    "prepare_qat": "quantization.pt2e",
+    "convert_to_int8": "quantization.pt2e",
+    "set_qat_mode": "quantization.qat_modes",
+    "prepare_int4_qat": "quantization.int4",
+    "convert_to_int4": "quantization.int4",
+    "load_quantized": "quantization.serialization",
+    "save_quantized": "quantization.serialization",
+    # distillation
+    "DistillationModule": "distillation.distillation_module",
+    "feature_loss": "distillation.losses",
+    "kd_loss": "distillation.losses",
+    "load_teacher": "distillation.teacher",
+    "TeacherCache": "distillation.teacher_cache",
+    "layer_subset_student": "distillation.students",
+    "pruned_student": "distillation.students",
+    "small_cnn_student": "distillation.students",
+    # export
+    "load_compressed": "export.compressed_format",
+    "save_compressed": "export.compressed_format",
+    # analysis
+    "CompressionReport": "analysis.report",
+    "compression_report": "analysis.report",
+    "sparsity_report": "analysis.report",
+    # bench
+    "BenchResult": "bench.results",
+    "benchmark_gemm": "bench.gemm_benchmark",
+    "benchmark_model": "bench.model_benchmark",
+    "advise": "bench.advice",
+    # training
+    "ClassificationModule": "training.classification",
+    "warmup_lr": "training.lr_schedule",
+}
+
+# old public name -> (new public name, why it changed)
+_RENAMED: dict[str, tuple[str, str]] = {
+    "SparsityReport": ("CompressionReport", "the sparsity report is a CompressionReport (one report type)"),
+}
+
+__all__ = sorted([*_EXPORTS, *_RENAMED])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:  # warns at every use: never cached
+        new, why = _RENAMED[name]
+        _compat.warn_renamed(f"lightning_compress.{name}", f"lightning_compress.{new}", why)
+        return __getattr__(new)
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+_compat.install()
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names above are imported on first use
+    from lightning_compress.analysis.report import CompressionReport, compression_report, sparsity_report
+    from lightning_compress.bench.advice import advise
+    from lightning_compress.bench.gemm_benchmark import benchmark_gemm
+    from lightning_compress.bench.model_benchmark import benchmark_model
+    from lightning_compress.bench.results import BenchResult
+    from lightning_compress.core.distributed import broadcast_masks
+    from lightning_compress.core.masks import ParameterMasks, pack_mask, unpack_mask
+    from lightning_compress.core.selection import prunable_weights, select_layers
+    from lightning_compress.core.target import compression_target, find_network, schedule_step
+    from lightning_compress.distillation.distillation_module import DistillationModule
+    from lightning_compress.distillation.losses import feature_loss, kd_loss
+    from lightning_compress.distillation.students import layer_subset_student, pruned_student, small_cnn_student
+    from lightning_compress.distillation.teacher import load_teacher
+    from lightning_compress.distillation.teacher_cache import TeacherCache
+    from lightning_compress.export.compressed_format import load_compressed, save_compressed
+    from lightning_compress.pruning.gradual_magnitude_pruning import GradualMagnitudePruning
+    from lightning_compress.pruning.magnitude import global_magnitude_masks, magnitude_mask, num_to_prune
+    from lightning_compress.pruning.one_shot.one_shot_pruning import OneShotPruning
+    from lightning_compress.pruning.one_shot.prune import OneShotResult, one_shot_prune
+    from lightning_compress.pruning.one_shot.sparsegpt import sparsegpt_prune
+    from lightning_compress.pruning.one_shot.wanda import wanda_mask
+    from lightning_compress.pruning.schedule import constant_schedule, cubic_schedule, linear_schedule, sparsity_at_step
+    from lightning_compress.pruning.structured.channels import prune_channels, remove_channels
+    from lightning_compress.pruning.structured.report import StructuredPruningReport
+    from lightning_compress.pruning.structured.transformer import prune_ffn_neurons, prune_heads
+    from lightning_compress.quantization.int4 import convert_to_int4, prepare_int4_qat
+    from lightning_compress.quantization.pt2e import convert_to_int8, prepare_qat
+    from lightning_compress.quantization.qat import QuantizationAwareTraining
+    from lightning_compress.quantization.qat_modes import set_qat_mode
+    from lightning_compress.quantization.serialization import load_quantized, save_quantized
+    from lightning_compress.sparsity.nm_masks import is_nm_sparse, nm_mask, partial_nm_mask
+    from lightning_compress.sparsity.nm_sparsity import NMSparsity
+    from lightning_compress.sparsity.semi_structured import to_semi_structured, to_semi_structured_
+    from lightning_compress.training.classification import ClassificationModule
+    from lightning_compress.training.lr_schedule import warmup_lr

@@ -17,9 +17,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from lightning_compress.distillation import DistillationModule
-from lightning_compress.gradual_magnitude_pruning import GradualMagnitudePruning
-from lightning_compress.nm_sparsity import NMSparsity
+from lightning_compress.distillation.distillation_module import DistillationModule
+from lightning_compress.pruning.gradual_magnitude_pruning import GradualMagnitudePruning
+from lightning_compress.sparsity.nm_sparsity import NMSparsity
 
 
 def network() -> nn.Module:

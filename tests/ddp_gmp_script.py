@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from lightning_compress.gradual_magnitude_pruning import GradualMagnitudePruning
+from lightning_compress.pruning.gradual_magnitude_pruning import GradualMagnitudePruning
 
 
 class Net(L.LightningModule):

@@ -4,9 +4,9 @@ from typing import Callable
 
 import torch
 
-from lightning_compress.magnitude import num_to_prune
-from lightning_compress.masking import unpack_mask
-from lightning_compress.nm_mask import is_nm_sparse
+from lightning_compress.pruning.magnitude import num_to_prune
+from lightning_compress.core.masks import unpack_mask
+from lightning_compress.sparsity.nm_masks import is_nm_sparse
 
 
 def test_distillation_gmp_and_nm_under_ddp_agree_on_every_rank(run_ddp_script: Callable[[str], list[dict]]) -> None:

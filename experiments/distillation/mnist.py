@@ -27,9 +27,9 @@ import torch
 
 from lightning_compress import ClassificationModule
 from lightning_compress.data import MNIST5kDataModule
-from lightning_compress.distillation import DistillationModule
+from lightning_compress.distillation.distillation_module import DistillationModule
 from lightning_compress.models import SmallCNN
-from lightning_compress.student_builders import small_cnn_student
+from lightning_compress.distillation.students import small_cnn_student
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 QUIET: dict[str, Any] = dict(

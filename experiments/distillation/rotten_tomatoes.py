@@ -34,10 +34,10 @@ import torch
 
 from lightning_compress import ClassificationModule, warmup_lr
 from lightning_compress.data import GLUEDataModule
-from lightning_compress.distillation import DistillationModule
+from lightning_compress.distillation.distillation_module import DistillationModule
 from lightning_compress.models import huggingface_classifier, offline_minilm_path
-from lightning_compress.student_builders import layer_subset_student
-from lightning_compress.teacher import load_teacher
+from lightning_compress.distillation.students import layer_subset_student
+from lightning_compress.distillation.teacher import load_teacher
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 TEACHER_LR = 5e-5  # the teacher's fine-tuning rate unless --teacher-lr says otherwise (its cache folder omits it)

@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from lightning_compress import ClassificationModule
-from lightning_compress.distillation import DistillationModule
+from lightning_compress.distillation.distillation_module import DistillationModule
 from lightning_compress.models import SmallCNN, huggingface_classifier, offline_minilm_path
-from lightning_compress.student_builders import layer_subset_student
+from lightning_compress.distillation.students import layer_subset_student
 
 
 def make_step(module: Any, batch: Any) -> Callable[[], None]:

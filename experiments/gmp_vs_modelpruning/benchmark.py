@@ -28,7 +28,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelPruning
 from torch import nn
 
-from lightning_compress.gradual_magnitude_pruning import GradualMagnitudePruning
+from lightning_compress.pruning.gradual_magnitude_pruning import GradualMagnitudePruning
 
 QUIET = dict(
     logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, accelerator="cpu"

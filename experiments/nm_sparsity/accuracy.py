@@ -33,14 +33,14 @@ from typing import Any, Optional
 import lightning as L
 import torch
 
-from lightning_compress.classification import ClassificationModule
+from lightning_compress.training.classification import ClassificationModule
 from lightning_compress.data import GLUEDataModule, MNIST5kDataModule
-from lightning_compress.distillation import DistillationModule
-from lightning_compress.lr_schedule import warmup_lr
+from lightning_compress.distillation.distillation_module import DistillationModule
+from lightning_compress.training.lr_schedule import warmup_lr
 from lightning_compress.models import SmallCNN, huggingface_classifier, offline_minilm_path
-from lightning_compress.nm_mask import is_nm_sparse
-from lightning_compress.nm_sparsity import NMSparsity
-from lightning_compress.one_shot_pruning_callback import OneShotPruning
+from lightning_compress.sparsity.nm_masks import is_nm_sparse
+from lightning_compress.sparsity.nm_sparsity import NMSparsity
+from lightning_compress.pruning.one_shot.one_shot_pruning import OneShotPruning
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.jsonl"

@@ -5,7 +5,7 @@
    kernels' native sparse @ dense orientation) and the BERT-base / ViT-B layer shapes (768 -> 3072, 3072 -> 768,
    768 -> 768, and ViT-B's fused qkv 768 -> 2304) at 4,096 and 16,384 tokens.
 2. A BERT-base encoder built from ``transformers.BertConfig()`` with random weights (nothing downloaded), every Linear
-   weight 2:4-masked with ``nm_mask``, then swapped with ``lightning_compress.semi_structured.to_semi_structured``;
+   weight 2:4-masked with ``nm_mask``, then swapped with ``lightning_compress.sparsity.semi_structured.to_semi_structured_``;
    forward of batch 32 x sequence 512 in bf16, dense (masked) vs swapped, and the largest output difference.
 
 Times come from CUDA events after warm-up: the median of 5 repeats of 20 calls. One run takes well under 5 minutes
@@ -69,7 +69,7 @@ def semi_structured(w: torch.Tensor, backend: str) -> torch.Tensor:
 
 
 def two_four(out: int, inp: int, dtype: torch.dtype) -> torch.Tensor:
-    from lightning_compress.nm_mask import nm_mask
+    from lightning_compress.sparsity.nm_masks import nm_mask
 
     w = torch.randn(out, inp, device="cuda", dtype=dtype)
     return (w * nm_mask(w, 2, 4)).contiguous()
@@ -131,8 +131,8 @@ def gemms(dtype: torch.dtype, backend: str, search: bool = False) -> list[dict[s
 def bert_end_to_end(dtype: torch.dtype, batch: int, seq: int, backend: str) -> dict[str, Any]:
     from transformers import BertConfig, BertModel
 
-    from lightning_compress.nm_mask import nm_mask
-    from lightning_compress.semi_structured import to_semi_structured
+    from lightning_compress.sparsity.nm_masks import nm_mask
+    from lightning_compress.sparsity.semi_structured import to_semi_structured_
 
     row: dict[str, Any] = {"what": f"BERT-base encoder forward, batch {batch} x seq {seq}", "tokens": batch * seq}
     try:
@@ -145,7 +145,7 @@ def bert_end_to_end(dtype: torch.dtype, batch: int, seq: int, backend: str) -> d
         sparse = copy.deepcopy(model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            swap = to_semi_structured(sparse, dtype=dtype, backend=backend)
+            swap = to_semi_structured_(sparse, dtype=dtype, backend=backend)
         ids = torch.randint(0, model.config.vocab_size, (batch, seq), device="cuda")
         with torch.no_grad():
             ref = model(input_ids=ids).last_hidden_state

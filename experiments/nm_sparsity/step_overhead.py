@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from lightning_compress.nm_sparsity import NMSparsity
+from lightning_compress.sparsity.nm_sparsity import NMSparsity
 
 QUIET = dict(
     accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False

@@ -44,11 +44,11 @@ import lightning as L
 import torch
 from torch import nn
 
-from lightning_compress.classification import ClassificationModule
+from lightning_compress.training.classification import ClassificationModule
 from lightning_compress.data import GLUEDataModule, MNIST5kDataModule
-from lightning_compress.lr_schedule import warmup_lr
+from lightning_compress.training.lr_schedule import warmup_lr
 from lightning_compress.models import SmallCNN, huggingface_classifier, offline_minilm_path, torchvision_model
-from lightning_compress.quantization_aware_training import (
+from lightning_compress.quantization import (
     QuantizationAwareTraining,
     convert_to_int8,
     prepare_qat,
@@ -189,12 +189,12 @@ def ptq(model: nn.Module, loader: Any, host: ClassificationModule, batches: int)
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from lightning_compress.quantization_aware_training import _as_args_kwargs, _dynamic_shapes, _shrink
+    from lightning_compress.quantization.export_inputs import as_args_kwargs, dynamic_shapes, shrink_inputs
 
     model = copy.deepcopy(model).eval()
     inputs = host.split_batch(next(iter(loader)))[0]
-    args, kwargs = _as_args_kwargs(_shrink(inputs))
-    graph = torch.export.export(model, args, kwargs, dynamic_shapes=_dynamic_shapes(args, kwargs)).module()
+    args, kwargs = as_args_kwargs(shrink_inputs(inputs))
+    graph = torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes(args, kwargs)).module()
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():

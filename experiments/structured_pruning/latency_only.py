@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import minilm as E  # noqa: E402
 
 from lightning_compress.models import huggingface_classifier, offline_minilm_path  # noqa: E402
-from lightning_compress.structured_pruning import num_parameters  # noqa: E402
+from lightning_compress.pruning.structured.report import num_parameters  # noqa: E402
 
 torch.set_num_threads(2)
 dm = E.data(2000)

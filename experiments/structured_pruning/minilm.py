@@ -41,11 +41,11 @@ import torch
 
 from lightning_compress import ClassificationModule, warmup_lr
 from lightning_compress.data import GLUEDataModule
-from lightning_compress.distillation import DistillationModule
+from lightning_compress.distillation.distillation_module import DistillationModule
 from lightning_compress.models import huggingface_classifier, offline_minilm_path
-from lightning_compress.structured_pruning import num_parameters
-from lightning_compress.teacher import load_teacher
-from lightning_compress.transformer_pruning import prune_ffn_neurons, prune_heads
+from lightning_compress.pruning.structured.report import num_parameters
+from lightning_compress.distillation.teacher import load_teacher
+from lightning_compress.pruning.structured.transformer import prune_ffn_neurons, prune_heads
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"

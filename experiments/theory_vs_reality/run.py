@@ -34,13 +34,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from lightning_compress.bench import (  # noqa: E402
-    SPARSITIES,
     BenchResult,
     benchmark_gemm,
     benchmark_model,
     format_table,
     machine_info,
 )
+from lightning_compress.bench.results import SPARSITIES  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -10,7 +10,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
-from lightning_compress._validation import check_int
+from lightning_compress.core.validation import ArgumentErrors
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -53,10 +53,12 @@ class CIFAR10DataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        check_int("batch_size", batch_size)
-        check_int("num_workers", num_workers, minimum=0)
-        check_int("seed", seed, minimum=0)
-        check_int("val_size", val_size)
+        errors = ArgumentErrors()
+        errors.int("batch_size", batch_size)
+        errors.int("num_workers", num_workers, minimum=0)
+        errors.int("seed", seed, minimum=0)
+        errors.int("val_size", val_size)
+        errors.raise_if_any()
         if val_size >= CIFAR10_TRAIN_SIZE:
             raise ValueError(f"`val_size` must be below {CIFAR10_TRAIN_SIZE}, got {val_size}")
         self.num_classes = 10

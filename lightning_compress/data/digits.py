@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_compress._validation import check_fraction
+from lightning_compress.core.validation import ArgumentErrors
 from lightning_compress.data.tensor_data import TensorDataModule
 
 # Mean and std of all 1,797 images after /16 (computed once, like MNIST's 0.1307 / 0.3081).
@@ -44,13 +44,15 @@ class DigitsDataModule(TensorDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(num_classes=10, batch_size=batch_size, seed=seed, num_workers=num_workers)
-        check_fraction("val_fraction", val_fraction)
-        check_fraction("test_fraction", test_fraction)
-        if val_fraction + test_fraction >= 1.0:
-            raise ValueError(
-                "`val_fraction` + `test_fraction` must be below 1 to leave training data, "
-                f"got {val_fraction} + {test_fraction}"
-            )
+        errors = ArgumentErrors()
+        errors.interval("val_fraction", val_fraction, 0, 1, "()", kind="a float ")
+        if errors.interval("test_fraction", test_fraction, 0, 1, "()", kind="a float ") and len(errors) == 0:
+            if val_fraction + test_fraction >= 1.0:
+                errors.add(
+                    "`val_fraction` + `test_fraction` must be below 1 to leave training data,"
+                    f" got {val_fraction} + {test_fraction}"
+                )
+        errors.raise_if_any()
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.save_hyperparameters()

@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from lightning_compress._validation import check_int, check_one_of
+from lightning_compress.core.validation import ArgumentErrors
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -183,17 +183,16 @@ class GLUEDataModule(LightningDataModule):
         max_eval_samples: int | None = None,
     ) -> None:
         super().__init__()
-        check_one_of("task", task, GLUE_TASKS)
-        if not str(tokenizer):
-            raise ValueError(f"`tokenizer` must be a tokenizer name or folder, got {tokenizer!r}")
-        check_int("max_length", max_length)
-        check_int("batch_size", batch_size)
-        check_int("num_workers", num_workers, minimum=0)
-        check_int("seed", seed, minimum=0)
-        if max_train_samples is not None:
-            check_int("max_train_samples", max_train_samples)
-        if max_eval_samples is not None:
-            check_int("max_eval_samples", max_eval_samples)
+        errors = ArgumentErrors()
+        errors.one_of("task", task, sorted(GLUE_TASKS))
+        errors.require(bool(str(tokenizer)), "tokenizer", "a tokenizer name or folder", tokenizer)
+        errors.int("max_length", max_length)
+        errors.int("batch_size", batch_size)
+        errors.int("num_workers", num_workers, minimum=0)
+        errors.int("seed", seed, minimum=0)
+        errors.int("max_train_samples", max_train_samples, optional=True)
+        errors.int("max_eval_samples", max_eval_samples, optional=True)
+        errors.raise_if_any()
         self.task_name = task
         self.spec = GLUE_TASKS[task]
         self.num_classes = self.spec.num_labels

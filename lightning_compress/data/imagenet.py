@@ -9,7 +9,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from lightning_compress._validation import check_int
+from lightning_compress.core.validation import ArgumentErrors
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -56,10 +56,12 @@ class ImageNetDataModule(LightningDataModule):
         num_classes: int = 1000,
     ) -> None:
         super().__init__()
-        check_int("batch_size", batch_size)
-        check_int("num_workers", num_workers, minimum=0)
-        check_int("image_size", image_size)
-        check_int("num_classes", num_classes)
+        errors = ArgumentErrors()
+        errors.int("batch_size", batch_size)
+        errors.int("num_workers", num_workers, minimum=0)
+        errors.int("image_size", image_size)
+        errors.int("num_classes", num_classes)
+        errors.raise_if_any()
         self.root = Path(root)
         self.train_path = self.root / train_dir
         self.val_path = self.root / val_dir

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_compress._validation import check_int
+from lightning_compress.core.validation import ArgumentErrors
 from lightning_compress.data.tensor_data import TensorDataModule
 
 MNIST_MEAN = 0.1307
@@ -53,8 +53,10 @@ class MNIST5kDataModule(TensorDataModule):
         self, batch_size: int = 64, val_size: int = 500, test_size: int = 1000, seed: int = 0, num_workers: int = 0
     ) -> None:
         super().__init__(num_classes=10, batch_size=batch_size, seed=seed, num_workers=num_workers)
-        check_int("val_size", val_size)
-        check_int("test_size", test_size)
+        errors = ArgumentErrors()
+        errors.int("val_size", val_size)
+        errors.int("test_size", test_size)
+        errors.raise_if_any()
         if val_size + test_size >= MNIST5K_SIZE:
             raise ValueError(
                 f"`val_size` + `test_size` must be below {MNIST5K_SIZE} to leave training images, "

@@ -7,7 +7,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_compress._validation import check_int
+from lightning_compress.core.validation import ArgumentErrors
 
 
 class TensorDataModule(LightningDataModule):
@@ -39,9 +39,11 @@ class TensorDataModule(LightningDataModule):
 
     def __init__(self, num_classes: int, batch_size: int = 64, seed: int = 0, num_workers: int = 0) -> None:
         super().__init__()
-        check_int("batch_size", batch_size)
-        check_int("num_workers", num_workers, minimum=0)
-        check_int("seed", seed, minimum=0)
+        errors = ArgumentErrors()
+        errors.int("batch_size", batch_size)
+        errors.int("num_workers", num_workers, minimum=0)
+        errors.int("seed", seed, minimum=0)
+        errors.raise_if_any()
         self.num_classes = num_classes
         self.metrics: tuple[str, ...] = ("acc",)
         self.task = "multiclass"

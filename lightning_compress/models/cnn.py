@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from lightning_compress._validation import check_int
+from lightning_compress.core.validation import ArgumentErrors, is_int
 
 
 class SmallCNN(nn.Module):
@@ -48,20 +48,18 @@ class SmallCNN(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        check_int("in_channels", in_channels)
-        check_int("num_classes", num_classes)
-        check_int("hidden", hidden)
-        check_int("image_size", image_size)
+        errors = ArgumentErrors()
+        errors.int("in_channels", in_channels)
+        errors.int("num_classes", num_classes)
+        errors.int("hidden", hidden)
+        size_ok = errors.int("image_size", image_size)
         channels = tuple(channels)
-        if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
-            raise ValueError(f"`channels` must be a non-empty sequence of positive ints, got {channels!r}")
-        if image_size % 2 ** len(channels):
-            raise ValueError(
-                f"`image_size` must be divisible by 2 ** len(channels) = {2 ** len(channels)} "
-                f"(one 2x2 max-pool per stage), got {image_size}"
-            )
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` must be a float in [0, 1), got {dropout!r}")
+        if errors.require(bool(channels) and all(is_int(c) and c >= 1 for c in channels), "channels",
+                          "a non-empty sequence of positive ints", channels) and size_ok:  # fmt: skip
+            errors.require(image_size % 2 ** len(channels) == 0, "image_size", f"divisible by 2 ** len(channels) ="
+                           f" {2 ** len(channels)} (one 2x2 max-pool per stage)", image_size)  # fmt: skip
+        errors.interval("dropout", dropout, 0, 1, "[)", kind="a float ")
+        errors.raise_if_any()
         stages: list[nn.Module] = []
         for c_in, c_out in zip((in_channels, *channels), channels):
             stages += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]

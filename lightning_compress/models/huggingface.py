@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from lightning_compress._validation import check_int
+from lightning_compress.core.validation import ArgumentErrors
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -62,7 +62,9 @@ def huggingface_classifier(name_or_path: str | os.PathLike, num_labels: int = 2,
     """
     from transformers import AutoModelForSequenceClassification
 
-    check_int("num_labels", num_labels)
+    errors = ArgumentErrors()
+    errors.int("num_labels", num_labels)
+    errors.raise_if_any()
     try:
         model = AutoModelForSequenceClassification.from_pretrained(str(name_or_path), num_labels=num_labels, **kwargs)
         return model.train()

@@ -6,7 +6,7 @@ import torchvision
 from torch import nn
 from torchvision.models import WeightsEnum
 
-from lightning_compress._validation import check_int, check_one_of
+from lightning_compress.core.validation import ArgumentErrors
 
 ALIASES = {"mobilenet_v3": "mobilenet_v3_large"}
 
@@ -39,8 +39,10 @@ def torchvision_model(name: str, num_classes: int = 1000, weights: str | Weights
         torch.Size([2, 10])
     """
     name = ALIASES.get(name, name)
-    check_one_of("name", name, torchvision.models.list_models(module=torchvision.models))
-    check_int("num_classes", num_classes)
+    errors = ArgumentErrors()
+    errors.one_of("name", name, sorted(torchvision.models.list_models(module=torchvision.models)))
+    errors.int("num_classes", num_classes)
+    errors.raise_if_any()
     if weights is None:
         return torchvision.models.get_model(name, num_classes=num_classes)
     enum = torchvision.models.get_model_weights(name)
