@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train test test-slow clean
+.PHONY: install train test test-slow lint format clean
 
 install: $(STAMP)
 
@@ -23,6 +23,14 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m "slow" $(PYTEST_ARGS)

@@ -98,7 +98,10 @@ def _default_forward(model: Any, batch: Any) -> Any:
 # names that changed, by old module: (new module, new name) or a callable that gives the value
 _RENAMED_NAMES: dict[str, dict[str, Any]] = {
     "sparsity_pattern": {"check_nm": ("sparsity.pattern", "nm_problems")},
-    "sparsity_report": {"SparsityReport": ("analysis.report", "CompressionReport"), "SparsityRow": ("analysis.report", "LayerRow")},
+    "sparsity_report": {
+        "SparsityReport": ("analysis.report", "CompressionReport"),
+        "SparsityRow": ("analysis.report", "LayerRow"),
+    },
     "teacher": {"network_of": lambda: _network_of},
     "one_shot_pruning": {"default_forward": lambda: _default_forward},
 }
@@ -177,7 +180,9 @@ class _MovedLoader(importlib.abc.Loader):
 class _MovedFinder(importlib.abc.MetaPathFinder):
     """Finds the old module paths (only after every other finder found nothing)."""
 
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Optional[importlib.machinery.ModuleSpec]:
+    def find_spec(
+        self, fullname: str, path: Any = None, target: Any = None
+    ) -> Optional[importlib.machinery.ModuleSpec]:
         package, _, old = fullname.partition(".")
         if package != _PACKAGE or old not in MOVED:
             return None
@@ -191,4 +196,3 @@ def install() -> None:
     """Make the old module paths importable (once per process)."""
     if not any(isinstance(f, _MovedFinder) for f in sys.meta_path):
         sys.meta_path.append(_FINDER)
-

@@ -1,11 +1,11 @@
 """DistillationModule + GradualMagnitudePruning + dynamic NMSparsity in one Trainer under DDP (2 CPU processes)."""
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
-from lightning_compress.pruning.magnitude import num_to_prune
 from lightning_compress.core.masks import unpack_mask
+from lightning_compress.pruning.magnitude import num_to_prune
 from lightning_compress.sparsity.nm_masks import is_nm_sparse
 
 
@@ -23,9 +23,7 @@ def test_distillation_gmp_and_nm_under_ddp_agree_on_every_rank(run_ddp_script: C
         for name, packed in ranks[0][kind]["masks"].items():
             # rank 1's weights were scaled: its own masks would differ; rank 0's broadcast makes them equal
             assert torch.equal(packed, ranks[1][kind]["masks"][name]), (kind, name)
-    gmp_kept = sum(
-        int(unpack_mask(m, ranks[0]["gmp"]["shapes"][n]).sum()) for n, m in ranks[0]["gmp"]["masks"].items()
-    )
+    gmp_kept = sum(int(unpack_mask(m, ranks[0]["gmp"]["shapes"][n]).sum()) for n, m in ranks[0]["gmp"]["masks"].items())
     assert total - gmp_kept == num_to_prune(0.6, total)
     for r in ranks:
         for name, shape in r["nm"]["shapes"].items():

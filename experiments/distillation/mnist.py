@@ -28,12 +28,16 @@ import torch
 from lightning_compress import ClassificationModule
 from lightning_compress.data import MNIST5kDataModule
 from lightning_compress.distillation.distillation_module import DistillationModule
-from lightning_compress.models import SmallCNN
 from lightning_compress.distillation.students import small_cnn_student
+from lightning_compress.models import SmallCNN
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 QUIET: dict[str, Any] = dict(
-    accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    accelerator="cpu",
+    logger=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    enable_checkpointing=False,
     num_sanity_val_steps=0,
 )
 EPOCHS = 12
@@ -66,15 +70,19 @@ def train_teacher(dm: MNIST5kDataModule) -> tuple[SmallCNN, dict[str, float]]:
     return model.eval(), evaluate(module, dm)
 
 
-def train_student(dm: MNIST5kDataModule, teacher: SmallCNN, seed: int, distill: bool, args: argparse.Namespace) -> dict[str, float]:
+def train_student(
+    dm: MNIST5kDataModule, teacher: SmallCNN, seed: int, distill: bool, args: argparse.Namespace
+) -> dict[str, float]:
     L.seed_everything(seed)
     optimizer = functools.partial(torch.optim.AdamW, lr=3e-3, weight_decay=0.01)
-    student = ClassificationModule(small_cnn_student(teacher, channels=(8, 16), hidden=32), num_classes=10,
-                                   optimizer=optimizer)
+    student = ClassificationModule(
+        small_cnn_student(teacher, channels=(8, 16), hidden=32), num_classes=10, optimizer=optimizer
+    )
     module: L.LightningModule = student
     if distill:
-        module = DistillationModule(student, teacher, temperature=args.temperature, alpha=args.alpha,
-                                    teacher_cache=CACHE)
+        module = DistillationModule(
+            student, teacher, temperature=args.temperature, alpha=args.alpha, teacher_cache=CACHE
+        )
     start = time.perf_counter()
     L.Trainer(max_epochs=EPOCHS, **QUIET).fit(module, dm.train_dataloader())
     return {**evaluate(student, dm), "seconds": time.perf_counter() - start}
@@ -96,15 +104,24 @@ def main() -> None:
         for name, distill in (("labels only", False), ("distilled", True)):
             result = train_student(dm, teacher, seed, distill, args)
             rows[name].append(result)
-            print(f"seed {seed} {name:12s} val {result['val']:.2f}  test {result['test']:.2f}  ({result['seconds']:.0f} s)")
+            print(
+                f"seed {seed} {name:12s} val {result['val']:.2f}  test {result['test']:.2f}"
+                f"  ({result['seconds']:.0f} s)"
+            )
     summary: dict[str, Any] = {"teacher": teacher_acc, "args": vars(args)}
     for name, results in rows.items():
         tests = [r["test"] for r in results]
         vals = [r["val"] for r in results]
-        summary[name] = {"test_mean": statistics.mean(tests), "test_std": statistics.pstdev(tests),
-                         "val_mean": statistics.mean(vals), "tests": tests}
-        print(f"{name:12s} test {statistics.mean(tests):.2f} +- {statistics.pstdev(tests):.2f}   "
-              f"val {statistics.mean(vals):.2f}")
+        summary[name] = {
+            "test_mean": statistics.mean(tests),
+            "test_std": statistics.pstdev(tests),
+            "val_mean": statistics.mean(vals),
+            "tests": tests,
+        }
+        print(
+            f"{name:12s} test {statistics.mean(tests):.2f} +- {statistics.pstdev(tests):.2f}   "
+            f"val {statistics.mean(vals):.2f}"
+        )
     gain = summary["distilled"]["test_mean"] - summary["labels only"]["test_mean"]
     print(f"distillation gain: {gain:+.2f} points (test, mean over {len(args.seeds)} seeds)")
     print(json.dumps(summary))

@@ -35,28 +35,36 @@ import torch
 from lightning_compress import ClassificationModule, warmup_lr
 from lightning_compress.data import GLUEDataModule
 from lightning_compress.distillation.distillation_module import DistillationModule
-from lightning_compress.models import huggingface_classifier, offline_minilm_path
 from lightning_compress.distillation.students import layer_subset_student
 from lightning_compress.distillation.teacher import load_teacher
+from lightning_compress.models import huggingface_classifier, offline_minilm_path
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 TEACHER_LR = 5e-5  # the teacher's fine-tuning rate unless --teacher-lr says otherwise (its cache folder omits it)
 QUIET: dict[str, Any] = dict(
-    accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    accelerator="cpu",
+    logger=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    enable_checkpointing=False,
     num_sanity_val_steps=0,
 )
 
 
 def classifier(model: torch.nn.Module, lr: float) -> ClassificationModule:
     return ClassificationModule(
-        model, num_classes=2, optimizer=functools.partial(torch.optim.AdamW, lr=lr, weight_decay=0.01),
-        scheduler=functools.partial(warmup_lr, warmup=0.1, decay="linear"), scheduler_interval="step",
+        model,
+        num_classes=2,
+        optimizer=functools.partial(torch.optim.AdamW, lr=lr, weight_decay=0.01),
+        scheduler=functools.partial(warmup_lr, warmup=0.1, decay="linear"),
+        scheduler_interval="step",
     )
 
 
 def data(samples: int | None, seed: int) -> GLUEDataModule:
-    dm = GLUEDataModule("rotten_tomatoes", tokenizer=offline_minilm_path(), batch_size=32, seed=seed,
-                        max_train_samples=samples)
+    dm = GLUEDataModule(
+        "rotten_tomatoes", tokenizer=offline_minilm_path(), batch_size=32, seed=seed, max_train_samples=samples
+    )
     dm.setup("fit")
     return dm
 
@@ -103,10 +111,26 @@ def train_student(teacher: torch.nn.Module, seed: int, distill: bool, args: argp
     module: L.LightningModule = student
     if distill:
         # hidden-state pairs: student layer j (a copy of teacher layer layers[j]) against that teacher layer's output
-        features = [{"student": f"hidden_states.{j + 1}", "teacher": f"hidden_states.{i + 1}", "weight": args.feature_weight}
-                    for j, i in enumerate(args.layers)] if args.feature_weight > 0 else []
-        module = DistillationModule(student, teacher, temperature=args.temperature, alpha=args.alpha, features=features,
-                                    teacher_cache=False if features else CACHE)
+        features = (
+            [
+                {
+                    "student": f"hidden_states.{j + 1}",
+                    "teacher": f"hidden_states.{i + 1}",
+                    "weight": args.feature_weight,
+                }
+                for j, i in enumerate(args.layers)
+            ]
+            if args.feature_weight > 0
+            else []
+        )
+        module = DistillationModule(
+            student,
+            teacher,
+            temperature=args.temperature,
+            alpha=args.alpha,
+            features=features,
+            teacher_cache=False if features else CACHE,
+        )
     dm = student_data(args, seed)
     start = time.perf_counter()
     L.Trainer(max_epochs=args.epochs, **QUIET).fit(module, dm.train_dataloader())
@@ -117,9 +141,11 @@ def train_student(teacher: torch.nn.Module, seed: int, distill: bool, args: argp
 def median_latency(model: torch.nn.Module, repeats: int) -> float:
     model.eval()
     g = torch.Generator().manual_seed(0)
-    batch = {"input_ids": torch.randint(1000, 20000, (32, 128), generator=g),
-             "attention_mask": torch.ones(32, 128, dtype=torch.long),
-             "token_type_ids": torch.zeros(32, 128, dtype=torch.long)}
+    batch = {
+        "input_ids": torch.randint(1000, 20000, (32, 128), generator=g),
+        "attention_mask": torch.ones(32, 128, dtype=torch.long),
+        "token_type_ids": torch.zeros(32, 128, dtype=torch.long),
+    }
     for _ in range(3):
         model(**batch)
     times = []
@@ -156,12 +182,18 @@ def main() -> None:
     t_teacher = median_latency(teacher, args.latency_repeats)
     t_student = median_latency(student, args.latency_repeats)
     params = {n: sum(p.numel() for p in m.parameters()) for n, m in (("teacher", teacher), ("student", student))}
-    print(f"latency (batch 32, seq 128, {args.threads} thread(s)): teacher {1000 * t_teacher:.0f} ms, "
-          f"student {1000 * t_student:.0f} ms,"
-          f" speed-up {t_teacher / t_student:.2f}x; parameters {params}")
-    summary: dict[str, Any] = {"args": vars(args), "teacher": teacher_scores, "parameters": params,
-                               "latency_ms": {"teacher": 1000 * t_teacher, "student": 1000 * t_student},
-                               "speedup": t_teacher / t_student}
+    print(
+        f"latency (batch 32, seq 128, {args.threads} thread(s)): teacher {1000 * t_teacher:.0f} ms, "
+        f"student {1000 * t_student:.0f} ms,"
+        f" speed-up {t_teacher / t_student:.2f}x; parameters {params}"
+    )
+    summary: dict[str, Any] = {
+        "args": vars(args),
+        "teacher": teacher_scores,
+        "parameters": params,
+        "latency_ms": {"teacher": 1000 * t_teacher, "student": 1000 * t_student},
+        "speedup": t_teacher / t_student,
+    }
     if not args.skip_training:
         rows: dict[str, list[dict[str, float]]] = {"labels only": [], "distilled": []}
         for seed in args.seeds:
@@ -170,15 +202,26 @@ def main() -> None:
                     continue
                 result = train_student(teacher, seed, distill, args)
                 rows[name].append(result)
-                print(f"seed {seed} {name:12s} val {result['val']:.2f}  test {result['test']:.2f}  "
-                      f"({result['seconds']:.0f} s)", flush=True)
+                print(
+                    f"seed {seed} {name:12s} val {result['val']:.2f}  test {result['test']:.2f}  "
+                    f"({result['seconds']:.0f} s)",
+                    flush=True,
+                )
         for name, results in [(n, r) for n, r in rows.items() if r]:
             tests, vals = [r["test"] for r in results], [r["val"] for r in results]
-            summary[name] = {"test_mean": statistics.mean(tests), "test_std": statistics.pstdev(tests),
-                             "val_mean": statistics.mean(vals), "val_std": statistics.pstdev(vals), "tests": tests,
-                             "vals": vals, "seconds": [r["seconds"] for r in results]}
-            print(f"{name:12s} test {statistics.mean(tests):.2f} +- {statistics.pstdev(tests):.2f}   "
-                  f"val {statistics.mean(vals):.2f} +- {statistics.pstdev(vals):.2f}")
+            summary[name] = {
+                "test_mean": statistics.mean(tests),
+                "test_std": statistics.pstdev(tests),
+                "val_mean": statistics.mean(vals),
+                "val_std": statistics.pstdev(vals),
+                "tests": tests,
+                "vals": vals,
+                "seconds": [r["seconds"] for r in results],
+            }
+            print(
+                f"{name:12s} test {statistics.mean(tests):.2f} +- {statistics.pstdev(tests):.2f}   "
+                f"val {statistics.mean(vals):.2f} +- {statistics.pstdev(vals):.2f}"
+            )
         for split in ("test", "val") if all(rows.values()) else ():
             gain = summary["distilled"][f"{split}_mean"] - summary["labels only"][f"{split}_mean"]
             print(f"distillation gain ({split}, mean over {len(args.seeds)} seeds): {gain:+.2f} points")

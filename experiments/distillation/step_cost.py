@@ -23,15 +23,16 @@ import json
 import statistics
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from lightning_compress import ClassificationModule
 from lightning_compress.distillation.distillation_module import DistillationModule
-from lightning_compress.models import SmallCNN, huggingface_classifier, offline_minilm_path
 from lightning_compress.distillation.students import layer_subset_student
+from lightning_compress.models import SmallCNN, huggingface_classifier, offline_minilm_path
 
 
 def make_step(module: Any, batch: Any) -> Callable[[], None]:
@@ -63,12 +64,23 @@ def measure(fns: dict[str, Callable[[], Any]], repeats: int, per_repeat: int) ->
 def pair(name: str, teacher: nn.Module, student: nn.Module, batch: Any, args: argparse.Namespace) -> dict[str, Any]:
     optimizer = functools.partial(torch.optim.AdamW, lr=1e-4)
     alone = ClassificationModule(student, num_classes=teacher_classes(teacher, batch), optimizer=optimizer)
-    distill = DistillationModule(ClassificationModule(_copy(student), num_classes=alone.num_classes, optimizer=optimizer),
-                                 teacher, temperature=2.0, alpha=0.5)
+    distill = DistillationModule(
+        ClassificationModule(_copy(student), num_classes=alone.num_classes, optimizer=optimizer),
+        teacher,
+        temperature=2.0,
+        alpha=0.5,
+    )
     inputs, _ = alone.split_batch(batch)
     step_alone, step_distill = make_step(alone, batch), make_step(distill, batch)
-    ms = measure({"student step": step_alone, "teacher inference": lambda: distill._run_teacher(inputs, ()),
-                  "distillation step": step_distill}, args.repeats, args.per_repeat)
+    ms = measure(
+        {
+            "student step": step_alone,
+            "teacher inference": lambda: distill._run_teacher(inputs, ()),
+            "distillation step": step_distill,
+        },
+        args.repeats,
+        args.per_repeat,
+    )
     optim = step_distill.optimizer  # type: ignore[attr-defined]
     teacher_ids = {id(p) for p in teacher.parameters()}
     checks = {
@@ -81,10 +93,18 @@ def pair(name: str, teacher: nn.Module, student: nn.Module, batch: Any, args: ar
         "teacher in eval mode": not teacher.training,
     }
     overhead = ms["distillation step"] - ms["student step"] - ms["teacher inference"]
-    result = {"pair": name, "ms": ms, "overhead_ms": overhead,
-              "overhead_pct_of_sum": 100 * overhead / (ms["student step"] + ms["teacher inference"]), "checks": checks}
-    print(f"{name}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items())
-          + f"; distillation - (student + teacher) = {overhead:+.1f} ms ({result['overhead_pct_of_sum']:+.1f} %)")
+    result = {
+        "pair": name,
+        "ms": ms,
+        "overhead_ms": overhead,
+        "overhead_pct_of_sum": 100 * overhead / (ms["student step"] + ms["teacher inference"]),
+        "checks": checks,
+    }
+    print(
+        f"{name}: "
+        + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items())
+        + f"; distillation - (student + teacher) = {overhead:+.1f} ms ({result['overhead_pct_of_sum']:+.1f} %)"
+    )
     print(f"  {checks}")
     return result
 
@@ -112,14 +132,25 @@ def main() -> None:
     results = []
     images = (torch.randn(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g))
     cnn_teacher = SmallCNN(channels=(64, 128), hidden=256)
-    results.append(pair("SmallCNN 64-128 -> 8-16, batch 64", cnn_teacher,
-                        SmallCNN(channels=(8, 16), hidden=32), images, args))
+    results.append(
+        pair("SmallCNN 64-128 -> 8-16, batch 64", cnn_teacher, SmallCNN(channels=(8, 16), hidden=32), images, args)
+    )
     minilm = huggingface_classifier(offline_minilm_path(), num_labels=2)
-    text = {"input_ids": torch.randint(1000, 20000, (32, 64), generator=g),
-            "attention_mask": torch.ones(32, 64, dtype=torch.long),
-            "token_type_ids": torch.zeros(32, 64, dtype=torch.long), "labels": torch.randint(0, 2, (32,), generator=g)}
-    results.append(pair("MiniLM 6 layers -> 3 layers, batch 32 x 64 tokens", minilm,
-                        layer_subset_student(minilm, layers=[1, 3, 5]), text, args))
+    text = {
+        "input_ids": torch.randint(1000, 20000, (32, 64), generator=g),
+        "attention_mask": torch.ones(32, 64, dtype=torch.long),
+        "token_type_ids": torch.zeros(32, 64, dtype=torch.long),
+        "labels": torch.randint(0, 2, (32,), generator=g),
+    }
+    results.append(
+        pair(
+            "MiniLM 6 layers -> 3 layers, batch 32 x 64 tokens",
+            minilm,
+            layer_subset_student(minilm, layers=[1, 3, 5]),
+            text,
+            args,
+        )
+    )
     print(json.dumps(results))
 
 

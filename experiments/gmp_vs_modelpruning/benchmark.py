@@ -11,7 +11,8 @@ Measures
      rewinding.
 
 Run from the repository root:
-    .venv/bin/python experiments/gmp_vs_modelpruning/benchmark.py            # everything, about 6-7 min on 2 quiet cores
+    .venv/bin/python experiments/gmp_vs_modelpruning/benchmark.py            # everything, about 6-7 min on 2 quiet
+    cores
     .venv/bin/python experiments/gmp_vs_modelpruning/benchmark.py --quick    # smoke run, about 30 s
 """
 
@@ -21,7 +22,8 @@ import argparse
 import json
 import statistics
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch

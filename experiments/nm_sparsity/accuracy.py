@@ -33,14 +33,14 @@ from typing import Any, Optional
 import lightning as L
 import torch
 
-from lightning_compress.training.classification import ClassificationModule
 from lightning_compress.data import GLUEDataModule, MNIST5kDataModule
 from lightning_compress.distillation.distillation_module import DistillationModule
-from lightning_compress.training.lr_schedule import warmup_lr
 from lightning_compress.models import SmallCNN, huggingface_classifier, offline_minilm_path
+from lightning_compress.pruning.one_shot.one_shot_pruning import OneShotPruning
 from lightning_compress.sparsity.nm_masks import is_nm_sparse
 from lightning_compress.sparsity.nm_sparsity import NMSparsity
-from lightning_compress.pruning.one_shot.one_shot_pruning import OneShotPruning
+from lightning_compress.training.classification import ClassificationModule
+from lightning_compress.training.lr_schedule import warmup_lr
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.jsonl"
@@ -68,26 +68,43 @@ MINILM_RUNS: dict[str, Optional[dict[str, Any]]] = {
     # NVIDIA's ASP recipe: fine-tune dense, then 2:4 and fine-tune again for the same epochs and hyperparameters
     "dense fine-tune, then fixed 2:4 from step 0": {"from_dense": True, "policy": "fixed", "start_epoch": 0},
     "dense fine-tune, then dynamic (SR-STE, k=10) + ramp 0-1.5": {
-        "from_dense": True, "policy": "dynamic", "start_epoch": 0, "ramp_epochs": 1.5,
+        "from_dense": True,
+        "policy": "dynamic",
+        "start_epoch": 0,
+        "ramp_epochs": 1.5,
     },
     # one-shot SparseGPT to 2:4 when fit starts (16 calibration batches), then the same 2 epochs with the masks held
     "SparseGPT 2:4 at step 0, then fixed": {"oneshot": {"method": "sparsegpt", "n": 2, "m": 4}},
-    # the dense model of the same seed (cached, as for the ASP rows) as a frozen teacher: DistillationModule + NMSparsity
+    # the dense model of the same seed (cached, as for the ASP rows) as a frozen teacher: DistillationModule +
+    # NMSparsity
     "dynamic + ramp 0-1.5, distilled from dense (T=2, a=0.5)": {
-        "distill": {"temperature": 2.0, "alpha": 0.5}, "policy": "dynamic", "start_epoch": 0, "ramp_epochs": 1.5,
+        "distill": {"temperature": 2.0, "alpha": 0.5},
+        "policy": "dynamic",
+        "start_epoch": 0,
+        "ramp_epochs": 1.5,
     },
     "dense, lr 1e-4": {"lr": 1e-4, "dense": True},  # is the 2:4 rows' learning rate also better for dense?
     "dynamic + ramp 0-1.5, encoder layers only": {
-        "policy": "dynamic", "start_epoch": 0, "ramp_epochs": 1.5, "filter_fn": "encoder_linear",
+        "policy": "dynamic",
+        "start_epoch": 0,
+        "ramp_epochs": 1.5,
+        "filter_fn": "encoder_linear",
     },
     "dynamic + ramp 0-1.5, encoder layers only, lr 1e-4": {
-        "lr": 1e-4, "policy": "dynamic", "start_epoch": 0, "ramp_epochs": 1.5, "filter_fn": "encoder_linear",
+        "lr": 1e-4,
+        "policy": "dynamic",
+        "start_epoch": 0,
+        "ramp_epochs": 1.5,
+        "filter_fn": "encoder_linear",
     },
     "dynamic + ramp 0-1.5, lr 1e-4": {"lr": 1e-4, "policy": "dynamic", "start_epoch": 0, "ramp_epochs": 1.5},
     "dynamic + ramp 0-1.5, lr 2e-4": {"lr": 2e-4, "policy": "dynamic", "start_epoch": 0, "ramp_epochs": 1.5},
     "dense, lr 2e-4": {"lr": 2e-4, "dense": True},
     "dynamic + ramp 0-1.5, lr 1e-4, distilled from dense (T=2, a=0.5)": {
-        "lr": 1e-4, "distill": {"temperature": 2.0, "alpha": 0.5}, "policy": "dynamic", "start_epoch": 0,
+        "lr": 1e-4,
+        "distill": {"temperature": 2.0, "alpha": 0.5},
+        "policy": "dynamic",
+        "start_epoch": 0,
         "ramp_epochs": 1.5,
     },
 }
@@ -163,9 +180,7 @@ def run_minilm(
         callback: Any = OneShotPruning(**kwargs["oneshot"], calibration_batches=16, verbose=0)
     else:
         callback = NMSparsity(**kwargs, verbose=0) if kwargs is not None else None
-    trainer = L.Trainer(
-        max_epochs=epochs, callbacks=[callback] if callback else [], limit_val_batches=0, **QUIET
-    )
+    trainer = L.Trainer(max_epochs=epochs, callbacks=[callback] if callback else [], limit_val_batches=0, **QUIET)
     start = time.perf_counter()
     trainer.fit(trained, datamodule=data)
     if name == "dense":  # the teacher / starting point of the distilled and ASP rows
@@ -182,6 +197,7 @@ def run_minilm(
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Per task: mean accuracy over seeds, and the mean paired difference to dense run with the same seeds."""
+
     def setting(r: dict[str, Any]) -> str:
         data = f", {r['train_samples']} train sentences" if "train_samples" in r else ""
         return f"{r['task']}, {r['epochs']} epochs{data}"

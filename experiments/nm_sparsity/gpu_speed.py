@@ -5,7 +5,8 @@
    kernels' native sparse @ dense orientation) and the BERT-base / ViT-B layer shapes (768 -> 3072, 3072 -> 768,
    768 -> 768, and ViT-B's fused qkv 768 -> 2304) at 4,096 and 16,384 tokens.
 2. A BERT-base encoder built from ``transformers.BertConfig()`` with random weights (nothing downloaded), every Linear
-   weight 2:4-masked with ``nm_mask``, then swapped with ``lightning_compress.sparsity.semi_structured.to_semi_structured_``;
+   weight 2:4-masked with ``nm_mask``, then swapped with
+   ``lightning_compress.sparsity.semi_structured.to_semi_structured_``;
    forward of batch 32 x sequence 512 in bf16, dense (masked) vs swapped, and the largest output difference.
 
 Times come from CUDA events after warm-up: the median of 5 repeats of 20 calls. One run takes well under 5 minutes
@@ -22,7 +23,8 @@ import json
 import statistics
 import sys
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -180,11 +182,12 @@ def format_row(row: dict[str, Any]) -> str:
     tflops = f"{row['dense_tflops']:7.1f} TFLOP/s dense" if "dense_tflops" in row else ""
     graph = (
         f"  | CUDA graph: dense {row['graph_dense_ms']:7.3f} ms 2:4 {row['graph_sparse_ms']:7.3f} ms"
-        f" x{row['graph_speedup']:.2f}" if "graph_speedup" in row else f"  | CUDA graph: {row.get('graph_error', '-')}"
+        f" x{row['graph_speedup']:.2f}"
+        if "graph_speedup" in row
+        else f"  | CUDA graph: {row.get('graph_error', '-')}"
     )
-    return (
-        f"{head} dense {row['dense_ms']:8.3f} ms  2:4 {row['sparse_ms']:8.3f} ms  x{row['speedup']:.2f}  {tflops}{graph}"
-    )
+    times = f"dense {row['dense_ms']:8.3f} ms  2:4 {row['sparse_ms']:8.3f} ms"
+    return f"{head} {times}  x{row['speedup']:.2f}  {tflops}{graph}"
 
 
 def main() -> int:

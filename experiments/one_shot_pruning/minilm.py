@@ -6,7 +6,8 @@ Rotten Tomatoes training sentences (a seeded subset, seed 0) for 2 epochs: AdamW
 then linear decay, batch 32, max length 128 (the setting of experiments/nm_sparsity/accuracy.py). Saved once with
 save_pretrained under experiments/one_shot_pruning/.cache/minilm_rt_<samples>_e<epochs>/ and reused.
 
-Pruning: lightning_compress.pruning.one_shot.prune.one_shot_prune on a fresh copy of the dense model, every Linear weight
+Pruning: lightning_compress.pruning.one_shot.prune.one_shot_prune on a fresh copy of the dense model, every Linear
+weight
 (36 in the encoder, the pooler and the 384 -> 2 classifier; --skip-classifier leaves the classifier dense), each
 layer to exactly 50 % or to 2:4. Calibration: the first --calibration-batches batches (32 sentences each) of the
 shuffled training loader of the same 2,000 sentences (padding tokens left out); the 6 BERT layers are processed one
@@ -37,12 +38,12 @@ from typing import Any
 import lightning as L
 import torch
 
-from lightning_compress.training.classification import ClassificationModule
 from lightning_compress.data import GLUEDataModule
-from lightning_compress.training.lr_schedule import warmup_lr
 from lightning_compress.models import huggingface_classifier, offline_minilm_path
-from lightning_compress.sparsity.nm_masks import is_nm_sparse
 from lightning_compress.pruning.one_shot.prune import one_shot_prune
+from lightning_compress.sparsity.nm_masks import is_nm_sparse
+from lightning_compress.training.classification import ClassificationModule
+from lightning_compress.training.lr_schedule import warmup_lr
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"

@@ -37,16 +37,15 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
 
-from lightning_compress.training.classification import ClassificationModule
 from lightning_compress.data import GLUEDataModule, MNIST5kDataModule
-from lightning_compress.training.lr_schedule import warmup_lr
 from lightning_compress.models import SmallCNN, huggingface_classifier, offline_minilm_path, torchvision_model
 from lightning_compress.quantization import (
     QuantizationAwareTraining,
@@ -54,6 +53,8 @@ from lightning_compress.quantization import (
     prepare_qat,
     save_quantized,
 )
+from lightning_compress.training.classification import ClassificationModule
+from lightning_compress.training.lr_schedule import warmup_lr
 
 HERE = Path(__file__).resolve().parent
 QUIET = dict(
@@ -223,7 +224,8 @@ def run_mnist(seed: int = 0) -> dict[str, Any]:
 
     L.seed_everything(seed, verbose=False)
     module = ClassificationModule(
-        copy.deepcopy(fp32).train(), num_classes=10,
+        copy.deepcopy(fp32).train(),
+        num_classes=10,
         optimizer=functools.partial(torch.optim.AdamW, lr=1e-4, weight_decay=0.01),
     )
     qat = QuantizationAwareTraining(freeze_observers_epoch=2, freeze_bn_epoch=2, verbose=0)

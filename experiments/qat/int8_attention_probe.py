@@ -82,28 +82,35 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     if not amx_tiles():
-        print("this CPU has no AMX tiles: torchao 0.18's INT8 attention kernel (an Inductor template) is offered only "
-              "with AMX, and its fallback op has no CPU kernel in the wheel; nothing to measure here")
+        print(
+            "this CPU has no AMX tiles: torchao 0.18's INT8 attention kernel (an Inductor template) is offered only "
+            "with AMX, and its fallback op has no CPU kernel in the wheel; nothing to measure here"
+        )
         return
     from transformers import AutoModelForSequenceClassification
 
     from lightning_compress.models import offline_minilm_path
 
     torch.set_num_threads(args.threads)
-    hf = AutoModelForSequenceClassification.from_pretrained(offline_minilm_path(), num_labels=2,
-                                                            attn_implementation="eager")
+    hf = AutoModelForSequenceClassification.from_pretrained(
+        offline_minilm_path(), num_labels=2, attn_implementation="eager"
+    )
     model = Logits(hf.eval())
     g = torch.Generator().manual_seed(0)
-    batch = {"input_ids": torch.randint(1000, 20000, (args.batch, 128), generator=g),
-             "attention_mask": torch.ones(args.batch, 128, dtype=torch.long)}
+    batch = {
+        "input_ids": torch.randint(1000, 20000, (args.batch, 128), generator=g),
+        "attention_mask": torch.ones(args.batch, 128, dtype=torch.long),
+    }
     batch["attention_mask"][0, 96:] = 0  # one padded sentence, so the mask is not all ones
     with torch.no_grad():
         reference = model(**batch)
     for attention in (False, True):
         out, seconds, fused = timed(quantized(model, batch, attention), batch, attention, args.repeats)
-        print(f"INT8 Linear{' + attention' if attention else ''}: {1000 * seconds:.1f} ms per batch of "
-              f"{args.batch} x 128, fused attention blocks {fused}, max |logit - fp32| "
-              f"{(out - reference).abs().max().item():.3f}")
+        print(
+            f"INT8 Linear{' + attention' if attention else ''}: {1000 * seconds:.1f} ms per batch of "
+            f"{args.batch} x 128, fused attention blocks {fused}, max |logit - fp32| "
+            f"{(out - reference).abs().max().item():.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -27,19 +27,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+# the sibling script: the same models, inputs and timing
+from benchmark import _call, int8_model, median_ms, speed_cases, timing_calls
 from torch import nn
 from torch.profiler import profile
 
 from lightning_compress.bench import gemm_flops, machine_info, measure
 
-# the sibling script: the same models, inputs and timing
-from benchmark import _call, int8_model, median_ms, speed_cases, timing_calls
-
 HERE = Path(__file__).resolve().parent
 #: (M, K, N): a large square GEMM; MiniLM at 8 x 128 tokens (qkv/out 384 -> 384, FFN 384 -> 1536 -> 384); ResNet-18's
 #: 3x3 convs at batch 8 as im2col GEMMs (layer1: 8 * 56 * 56 rows, 64 * 9 -> 64; layer4: 8 * 7 * 7 rows, 512 * 9 -> 512)
 SHAPES = (
-    (2048, 2048, 2048), (1024, 384, 384), (1024, 384, 1536), (1024, 1536, 384), (25088, 576, 64), (392, 4608, 512)
+    (2048, 2048, 2048),
+    (1024, 384, 384),
+    (1024, 384, 1536),
+    (1024, 1536, 384),
+    (25088, 576, 64),
+    (392, 4608, 512),
 )
 GEMM_OPS = ("convolution", "mm", "addmm", "bmm")  # the ops counted as conv/linear work (`bench.gemm_flops`)
 

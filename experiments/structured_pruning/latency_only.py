@@ -26,5 +26,13 @@ for name, (heads, ffn) in E.VARIANTS.items():
     models[name], _ = E.prune(base, heads, ffn, batches)
 latency = E.interleaved_latency(models, 9)
 for name, seconds in latency.items():
-    print(json.dumps({"model": name, "params": num_parameters(models[name]), "latency_ms": round(1000 * seconds),
-                      "speedup": round(latency["dense"] / seconds, 2)}))
+    print(
+        json.dumps(
+            {
+                "model": name,
+                "params": num_parameters(models[name]),
+                "latency_ms": round(1000 * seconds),
+                "speedup": round(latency["dense"] / seconds, 2),
+            }
+        )
+    )

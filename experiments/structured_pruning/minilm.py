@@ -11,7 +11,8 @@ Fine-tune: DistillationModule(pruned student, teacher=the unpruned fine-tuned mo
 sentences for --epochs epochs (and, as the control for that extra training, a copy of the unpruned model given the same
 fine-tune: the "dense" row), AdamW --lr (weight decay 0.01), warm-up 10 % then linear decay, batch 32; teacher logits
 cached on disk (computed once for all runs).
-Accuracy: the 1,275 validation and 1,275 test sentences, final weights. Latency: one forward pass, batch 32, sequence 128
+Accuracy: the 1,275 validation and 1,275 test sentences, final weights. Latency: one forward pass, batch 32, sequence
+128
 (random token ids, full attention mask), torch.set_num_threads(2), eval mode, inference_mode; after 3 warm-up passes,
 the models are timed interleaved (one pass of each in turn, --latency-repeats rounds) and the median is reported, with
 its ratio to the dense model's median.
@@ -42,15 +43,19 @@ import torch
 from lightning_compress import ClassificationModule, warmup_lr
 from lightning_compress.data import GLUEDataModule
 from lightning_compress.distillation.distillation_module import DistillationModule
+from lightning_compress.distillation.teacher import load_teacher
 from lightning_compress.models import huggingface_classifier, offline_minilm_path
 from lightning_compress.pruning.structured.report import num_parameters
-from lightning_compress.distillation.teacher import load_teacher
 from lightning_compress.pruning.structured.transformer import prune_ffn_neurons, prune_heads
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
 QUIET: dict[str, Any] = dict(
-    accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    accelerator="cpu",
+    logger=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    enable_checkpointing=False,
     num_sanity_val_steps=0,
 )
 VARIANTS = {  # name -> (head fraction, neuron fraction)
@@ -153,9 +158,14 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--latency-repeats", type=int, default=15)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--distil", nargs="*", default=None, choices=["dense", *VARIANTS],
-                        help="variants to fine-tune by distillation (default: all of --variants, and dense: the "
-                             "unpruned model given the same fine-tune, the control for the extra epoch)")
+    parser.add_argument(
+        "--distil",
+        nargs="*",
+        default=None,
+        choices=["dense", *VARIANTS],
+        help="variants to fine-tune by distillation (default: all of --variants, and dense: the "
+        "unpruned model given the same fine-tune, the control for the extra epoch)",
+    )
     parser.add_argument("--out", default="results.json", help="file written beside this script")
     args = parser.parse_args()
     torch.set_num_threads(2)

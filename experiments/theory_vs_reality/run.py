@@ -70,7 +70,11 @@ def summary(name: str, rows: Sequence[BenchResult]) -> list[str]:
         lines.append(f"| | {sparsity:.0%} | {1 / (1 - sparsity):.1f}x | " + " | ".join(cells) + " |")
     others = [r for r in rows if r.family not in ("unstructured", "dense")]
     for r in others:
-        value = f"{r.speedup:.2f}x (theory {r.theoretical_speedup:.1f}x)" if r.available else f"unavailable: {r.reason[:90]}"
+        value = (
+            f"{r.speedup:.2f}x (theory {r.theoretical_speedup:.1f}x)"
+            if r.available
+            else f"unavailable: {r.reason[:90]}"
+        )
         lines.append(f"| | {r.path} | | {value} |" + " |" * max(0, len(formats) - 1))
     base = rows[0]
     lines.append(f"| | dense baseline: {base.latency_ms:.2f} ms | | |" + " |" * max(0, len(formats) - 1))
@@ -123,8 +127,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "resnet50" in args.only:
         print("ResNet-50, batch 1x3x224x224", flush=True)
         model, x = resnet50(), torch.randn(1, 3, 112 if args.quick else 224, 112 if args.quick else 224)
-        results["ResNet-50"] = benchmark_model(model, x, paths=model_paths, sparsities=sparsities, device=device,
-                                               warmup=1, repeats=1 if args.quick else args.repeats, log=log)  # fmt: skip
+        results["ResNet-50"] = benchmark_model(
+            model,
+            x,
+            paths=model_paths,
+            sparsities=sparsities,
+            device=device,
+            warmup=1,
+            repeats=1 if args.quick else args.repeats,
+            log=log,
+        )
         del model
     if "bert" in args.only:
         print("BERT-base, batch 1x128 tokens", flush=True)

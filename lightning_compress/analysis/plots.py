@@ -86,7 +86,9 @@ def plot_accuracy_vs_sparsity(
         ValueError: If no job has both a metric and a sparsity.
     """
     plt = pyplot()
-    jobs = [j for j in sweep_jobs(sweep_dir, metric, sparsity_key) if j["metric"] is not None and j["sparsity"] is not None]
+    jobs = [
+        j for j in sweep_jobs(sweep_dir, metric, sparsity_key) if j["metric"] is not None and j["sparsity"] is not None
+    ]
     if not jobs:
         raise ValueError(f"no job under {sweep_dir} logged both {metric!r} and a sparsity")
     groups: dict[float, list[float]] = defaultdict(list)

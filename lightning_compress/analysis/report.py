@@ -10,7 +10,7 @@ four forms, with ``n`` elements, ``k`` non-zeros and ``c`` output channels:
 form                   bytes                                what realises it
 =====================  ===================================  =========================================================
 dense fp32             ``4 n``                              ``torch.save`` of the float model
-sparse (bitmask)       ``ceil(n / 8) + 4 k``                :func:`~lightning_compress.export.compressed_format.save_compressed`
+sparse (bitmask)       ``ceil(n / 8) + 4 k``                ``save_compressed`` (:mod:`~lightning_compress.export`)
 INT8                   ``n + 4 c``                          int8 values, one fp32 scale per output channel
 sparse + INT8          ``ceil(n / 8) + k + 4 c``            ``save_compressed(..., int8=True)``
 =====================  ===================================  =========================================================
@@ -32,7 +32,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Union
 
@@ -73,7 +73,12 @@ class LayerRow:
     def bytes(self) -> dict[str, int]:
         """Size in each of :data:`FORMS`."""
         n, k, c, bits = self.numel, self.nonzeros, self.channels, (self.numel + 7) // 8
-        return {"dense fp32": 4 * n, "sparse (bitmask)": bits + 4 * k, "INT8": n + 4 * c, "sparse + INT8": bits + k + 4 * c}
+        return {
+            "dense fp32": 4 * n,
+            "sparse (bitmask)": bits + 4 * k,
+            "INT8": n + 4 * c,
+            "sparse + INT8": bits + k + 4 * c,
+        }
 
 
 @dataclass(frozen=True)
@@ -112,8 +117,9 @@ class CompressionReport:
             "other_bytes": self.other_bytes,
             "bytes": self.totals(),
             "notes": list(self.notes),
-            "layers": [{**asdict(r), "shape": list(r.shape), "sparsity": r.sparsity, "bytes": r.bytes()}
-                       for r in self.layers],  # fmt: skip
+            "layers": [
+                {**asdict(r), "shape": list(r.shape), "sparsity": r.sparsity, "bytes": r.bytes()} for r in self.layers
+            ],  # fmt: skip
         }
 
     def __str__(self) -> str:
@@ -283,8 +289,12 @@ def _report_state(state: Mapping[str, Any], source: str) -> CompressionReport:
             layers.append(_row(name, "int8 tensor" if data is not None else "weight", t))
         else:
             other_bytes += _tensor_bytes(t)
-        if (t.is_floating_point() or data is not None) and not name.endswith(_BUFFER_SUFFIXES) and (
-            "activation_post_process" not in name) and not name.split(".")[-1].startswith(("_scale", "_zero_point")):  # fmt: skip
+        if (
+            (t.is_floating_point() or data is not None)
+            and not name.endswith(_BUFFER_SUFFIXES)
+            and ("activation_post_process" not in name)
+            and not name.split(".")[-1].startswith(("_scale", "_zero_point"))
+        ):
             parameters += t.numel()
     notes = ["layer types are unknown in a bare state dict: every weight of 2+ dimensions is reported"]
     if qat:

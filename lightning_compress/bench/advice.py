@@ -2,13 +2,15 @@
 
 The framework: (1) INT8 quantization first; (2) 2:4 structured sparsity on Ampere or newer GPUs; (3) distillation into a
 smaller architecture for a fixed latency budget; (4) unstructured sparsity only with hardware that skips zeros. Each
-piece of advice here is a sentence built from the measured rows (:class:`~lightning_compress.bench.model_benchmark.BenchResult`):
+piece of advice here is a sentence built from the measured rows
+(:class:`~lightning_compress.bench.model_benchmark.BenchResult`):
 a path that was not measured produces the reason it was not, never a number from the literature.
 
 Example:
     >>> from lightning_compress.bench.model_benchmark import BenchResult
     >>> rows = [BenchResult("fp32 eager", "dense", latency_ms=10.0, speedup=1.0),
-    ...         BenchResult("INT8 (QAT export path, PT2E)", "int8", latency_ms=2.0, speedup=5.0, theoretical_speedup=4.0)]
+    ...         BenchResult("INT8 (QAT export path, PT2E)", "int8", latency_ms=2.0, speedup=5.0,
+    ...                     theoretical_speedup=4.0)]
     >>> advise(rows)[0]
     'INT8 first: INT8 (QAT export path, PT2E) runs 5.00x faster than fp32 eager (2.000 ms vs 10.000 ms); start here.'
 """
@@ -34,13 +36,12 @@ def _reasons(rows: Sequence[BenchResult], family: str) -> str:
     return "; ".join(f"{r.path}: {r.reason}" for r in rows if r.family == family and not r.available)
 
 
-def advise(
-    rows: Sequence[BenchResult], device: str = "cpu", latency_budget_ms: Optional[float] = None
-) -> list[str]:
+def advise(rows: Sequence[BenchResult], device: str = "cpu", latency_budget_ms: Optional[float] = None) -> list[str]:
     """Advice sentences, one per step of the decision framework, from measured rows.
 
     Args:
-        rows: Rows of :func:`~lightning_compress.bench.model_benchmark.benchmark_model` (the ``"fp32 eager"`` baseline among them).
+        rows: Rows of :func:`~lightning_compress.bench.model_benchmark.benchmark_model` (the ``"fp32 eager"`` baseline
+        among them).
         device: Where they were measured (named in the sentences).
         latency_budget_ms: A latency target per call; when given, the paths that meet it are named, and the size of
             the distilled model needed when none does.
@@ -82,8 +83,10 @@ def advise(
         ref = bf16 if bf16 is not None else base
         gain = semi.latency_ms and ref.latency_ms / semi.latency_ms
         verdict = "worth fine-tuning for" if gain >= _WORTH else "not worth it at this shape"
-        out.append(f"2:4: {semi.path} is {gain:.2f}x the dense {ref.path} ({semi.latency_ms:.3f} ms vs"
-                   f" {ref.latency_ms:.3f} ms, {semi.theoretical_speedup or 0:.0f}x in theory vs fp32): {verdict}.")  # fmt: skip
+        out.append(
+            f"2:4: {semi.path} is {gain:.2f}x the dense {ref.path} ({semi.latency_ms:.3f} ms vs"
+            f" {ref.latency_ms:.3f} ms, {semi.theoretical_speedup or 0:.0f}x in theory vs fp32): {verdict}."
+        )
     combo = _best(rows, "2:4+int8")
     if combo is not None:
         out.append(f"2:4 + INT8 measured {combo.speedup:.2f}x over fp32 eager.")
@@ -93,8 +96,10 @@ def advise(
     small = _best(rows, "smaller")
     if small is not None:
         theory = f" ({small.theoretical_speedup:.2f}x fewer FLOPs)" if small.theoretical_speedup else ""
-        out.append(f"The smaller model{theory} runs {small.speedup:.2f}x faster than the full fp32 model on any"
-                   " hardware; compress it further (INT8) rather than the large one when a budget is fixed.")  # fmt: skip
+        out.append(
+            f"The smaller model{theory} runs {small.speedup:.2f}x faster than the full fp32 model on any"
+            " hardware; compress it further (INT8) rather than the large one when a budget is fixed."
+        )
     if latency_budget_ms is not None:
         meet = [r for r in rows if r.available and r.latency_ms is not None and r.latency_ms <= latency_budget_ms]
         if meet:
@@ -107,8 +112,10 @@ def advise(
                        f" {fastest.latency_ms:.3f} ms); distil into an architecture about {need:.1f}x cheaper, then"
                        f" apply {fastest.path} to it.")  # fmt: skip
     elif small is None:
-        out.append(f"For a fixed latency budget beyond {fastest.speedup:.2f}x ({fastest.path}, the fastest path"
-                   " measured), distil into a smaller architecture: its speed-up needs no special kernels.")  # fmt: skip
+        out.append(
+            f"For a fixed latency budget beyond {fastest.speedup:.2f}x ({fastest.path}, the fastest path"
+            " measured), distil into a smaller architecture: its speed-up needs no special kernels."
+        )
 
     # 4. Unstructured sparsity only with sparse hardware.
     sparse = [r for r in rows if r.family == "unstructured" and r.available and r.speedup and r.fmt != "dense"]
@@ -128,7 +135,9 @@ def advise(
                        " smaller files (lc-report) or with sparse hardware.")  # fmt: skip
         else:
             first = winners[0]
-            out.append(f"Unstructured sparsity starts to pay at {first.sparsity:.0%} ({first.path}:"
-                       f" {first.speedup:.2f}x vs {first.theoretical_speedup:.0f}x in theory); best {best.path} at"
-                       f" {best.speedup:.2f}x.{at90_text} Only worth it if the accuracy holds at that sparsity.")  # fmt: skip
+            out.append(
+                f"Unstructured sparsity starts to pay at {first.sparsity:.0%} ({first.path}:"
+                f" {first.speedup:.2f}x vs {first.theoretical_speedup:.0f}x in theory); best {best.path} at"
+                f" {best.speedup:.2f}x.{at90_text} Only worth it if the accuracy holds at that sparsity."
+            )
     return out

@@ -41,5 +41,3 @@ def plot_speedups(rows: Sequence[BenchResult], path: Union[str, os.PathLike], ti
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
-
-

@@ -9,8 +9,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, Union
 
 import torch
 
@@ -21,6 +21,7 @@ from lightning_compress.sparsity.nm_masks import nm_mask
 from lightning_compress.sparsity.sparse_layers import to_sparse_weight
 
 __all__ = ["benchmark_gemm"]
+
 
 def benchmark_gemm(
     m: int = 4096,
@@ -76,10 +77,10 @@ def benchmark_gemm(
         pruned = w * magnitude_mask(w, sparsity)
         theory = 1.0 / (1.0 - sparsity)
         run(BenchResult(f"dense kernel, {sparsity:.0%} zeros", "unstructured", theoretical_speedup=theory,
-                        sparsity=sparsity, fmt=name), lambda: lambda: pruned @ x)  # fmt: skip
+                        sparsity=sparsity, fmt=name), lambda pruned=pruned: lambda: pruned @ x)  # fmt: skip
         for fmt in formats:
 
-            def sparse_fn(fmt: str = fmt) -> Callable[[], Any]:
+            def sparse_fn(fmt: str = fmt, pruned: torch.Tensor = pruned) -> Callable[[], Any]:
                 ws = to_sparse_weight(pruned, fmt)
                 return lambda: torch.sparse.mm(ws, x)
 

@@ -73,5 +73,3 @@ def machine_info(device: Union[str, torch.device] = "cpu") -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(device)
         info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
     return info
-
-

@@ -37,8 +37,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
-from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, Union
 
 import torch
 from lightning_utilities.core.apply_func import apply_to_collection
@@ -115,7 +115,9 @@ def _int8_torchao(model: nn.Module, inputs: ExampleInputs) -> Callable[[], Any]:
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
     if not any(isinstance(m, nn.Linear) for m in model.modules()):
-        raise Unavailable("torchao's Int8DynamicActivationInt8WeightConfig quantizes nn.Linear only; the model has none")
+        raise Unavailable(
+            "torchao's Int8DynamicActivationInt8WeightConfig quantizes nn.Linear only; the model has none"
+        )
     quantized = copy.deepcopy(model)
     quantize_(quantized, Int8DynamicActivationInt8WeightConfig())
     return lambda: call_model(quantized, inputs)
@@ -195,13 +197,16 @@ def benchmark_model(
     timer = PathTimer(batch, device, warmup, repeats, min_warmup_s, log)
     run, rows = timer.run, timer.rows
 
-    eager = lambda: (lambda: call_model(model, inputs))  # noqa: E731
+    eager = lambda: lambda: call_model(model, inputs)  # noqa: E731
     run(BenchResult("fp32 eager", "dense", theoretical_speedup=1.0, fmt="fp32"), eager)
     if not rows[0].available:
         return rows
     if "fp32 compiled" in paths:
         compiled = torch.compile(model)
-        run(BenchResult("fp32 compiled", "dense", theoretical_speedup=1.0, fmt="fp32"), lambda: lambda: call_model(compiled, inputs))
+        run(
+            BenchResult("fp32 compiled", "dense", theoretical_speedup=1.0, fmt="fp32"),
+            lambda: lambda: call_model(compiled, inputs),
+        )
     if "bf16 autocast" in paths:
 
         def bf16() -> Callable[[], Any]:
@@ -221,8 +226,16 @@ def benchmark_model(
             pruned = prune_unstructured(model, sparsity)
             theory = 1.0 / (1.0 - sparsity)
             if "dense zeros" in paths:
-                run(BenchResult(f"dense kernel, {sparsity:.0%} zeros", "unstructured", theoretical_speedup=theory,
-                                sparsity=sparsity, fmt="dense"), lambda: lambda: call_model(pruned, inputs))  # fmt: skip
+                run(
+                    BenchResult(
+                        f"dense kernel, {sparsity:.0%} zeros",
+                        "unstructured",
+                        theoretical_speedup=theory,
+                        sparsity=sparsity,
+                        fmt="dense",
+                    ),
+                    lambda: lambda: call_model(pruned, inputs),
+                )
             for fmt in formats:
 
                 def sparse_fn(fmt: str = fmt) -> tuple[Callable[[], Any], str]:

@@ -22,8 +22,11 @@ __all__ = ["write_results"]
 
 
 def write_results(
-    rows: Sequence[BenchResult], run_dir: Union[str, os.PathLike], meta: Optional[Mapping[str, Any]] = None,
-    name: str = "bench", plot: bool = True,
+    rows: Sequence[BenchResult],
+    run_dir: Union[str, os.PathLike],
+    meta: Optional[Mapping[str, Any]] = None,
+    name: str = "bench",
+    plot: bool = True,
 ) -> dict[str, Path]:
     """Write ``<name>.csv``, ``<name>.json`` (rows + ``meta``) and, with matplotlib, ``<name>.png`` into ``run_dir``.
 

@@ -47,7 +47,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--model", required=True, help=SPEC_FORMS)
     parser.add_argument("--checkpoint", help="state dict or Lightning checkpoint to load into --model")
     parser.add_argument("--input-shape", default="1,3,224,224", help="e.g. 1,3,224,224 (float) or 1,128 with --tokens")
-    parser.add_argument("--tokens", type=int, help="integer inputs in [0, TOKENS) (a vocabulary size) instead of floats")
+    parser.add_argument(
+        "--tokens", type=int, help="integer inputs in [0, TOKENS) (a vocabulary size) instead of floats"
+    )
     parser.add_argument("--smaller", help="a distilled / structurally pruned model (same spec forms as --model)")
     parser.add_argument("--paths", nargs="+", default=list(DEFAULT_PATHS), choices=ALL_PATHS)
     parser.add_argument("--sparsities", nargs="+", type=float, default=list(SPARSITIES))

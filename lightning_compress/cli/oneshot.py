@@ -3,7 +3,8 @@
 ``lc-train`` writes), calibrated on a GLUE-style task, with validation accuracy before and after.
 
 Example:
-    lc-oneshot MODEL_DIR --method sparsegpt --sparsity 0.5 --task rotten_tomatoes --calibration-batches 8 --output pruned/
+    lc-oneshot MODEL_DIR --method sparsegpt --sparsity 0.5 --task rotten_tomatoes --calibration-batches 8 --output
+    pruned/
     lc-oneshot MODEL_DIR --ckpt outputs/.../last.ckpt --method wanda --nm 2:4
 """
 
@@ -93,9 +94,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         model, data.train_dataloader(), method=args.method, sparsity=args.sparsity, n=n, m=m,
         calibration_batches=args.calibration_batches, skip_classifier=args.skip_classifier,
     )  # fmt: skip
-    summary.update(sparsity=result.achieved_sparsity, seconds=result.seconds, skipped=result.skipped, blocks=result.blocks)
-    print(f"{args.method} {result.pattern}: sparsity 0.00% -> {result.achieved_sparsity:.2%} of {len(result.masks)} weights"
-          f" in {result.seconds:.1f} s ({len(result.skipped)} skipped)", flush=True)  # fmt: skip
+    summary.update(
+        sparsity=result.achieved_sparsity, seconds=result.seconds, skipped=result.skipped, blocks=result.blocks
+    )
+    print(
+        f"{args.method} {result.pattern}: sparsity 0.00% -> {result.achieved_sparsity:.2%} of {len(result.masks)}"
+        f" weights in {result.seconds:.1f} s ({len(result.skipped)} skipped)",
+        flush=True,
+    )
     if not args.no_eval and data.task != "regression":
         summary["val_acc_after"] = _accuracy(model, data.val_dataloader(), device)
         print(f"validation accuracy after: {100 * summary['val_acc_after']:.2f}%", flush=True)

@@ -1,7 +1,8 @@
 """The Hydra training entry point, ``lc-train`` (also ``python -m lightning_compress.cli.train``).
 
 The command-line layer (``lightning_compress.cli``) is the only part of the package that imports Hydra: everything
-it builds is an ordinary public class that works without configs. The configs live in ``conf/`` at the top of a checkout and inside the package of an
+it builds is an ordinary public class that works without configs. The configs live in ``conf/`` at the top of a checkout
+and inside the package of an
 installed wheel (``lightning_compress/conf``).
 
 Example:
@@ -27,9 +28,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_compress.analysis.report import sparsity_report
 from lightning_compress.core.checkpoints import read_state_dict
 from lightning_compress.core.target import compression_target
-from lightning_compress.analysis.report import sparsity_report
 
 __all__ = ["CONFIG_DIR", "main", "model_kwargs", "train"]
 
@@ -56,7 +57,7 @@ OmegaConf.register_new_resolver("lc_offline_minilm", _offline_minilm, replace=Tr
 
 
 def model_kwargs(model_cfg: DictConfig, num_classes: int) -> dict[str, int]:
-    """The model's class count from the data set, unless the config sets it: fills the model's class count from the data set unless the config sets it (a mismatch is caught later)."""
+    """The model's class count from the data set, unless the config sets it (a mismatch is caught later)."""
     key = "num_labels" if "name_or_path" in model_cfg else "num_classes"
     return {} if model_cfg.get(key) is not None else {key: num_classes}
 

@@ -67,7 +67,9 @@ def read_state_dict(path: PathLike, what: str = "checkpoint") -> dict[str, Tenso
     return dict(state)
 
 
-def load_network_weights(model: nn.Module, source: Union[PathLike, Mapping[str, Any]], what: str = "checkpoint") -> nn.Module:
+def load_network_weights(
+    model: nn.Module, source: Union[PathLike, Mapping[str, Any]], what: str = "checkpoint"
+) -> nn.Module:
     """Load a checkpoint's (or state dict's) network weights into ``model``, strictly; returns ``model``.
 
     Args:

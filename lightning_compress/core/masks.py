@@ -103,6 +103,7 @@ def unpack_mask(packed: Tensor, shape: Union[torch.Size, Sequence[int]]) -> Tens
     bits = (packed.unsqueeze(1) >> shifts) & 1
     return bits.reshape(-1)[:numel].to(torch.bool).view(shape)
 
+
 class ParameterMasks:
     """Bool masks for named parameters, applied in place to the weights and their gradients.
 
@@ -314,9 +315,7 @@ class ParameterMasks:
         """
         packed, shapes = state_dict.get("masks", {}), state_dict.get("shapes", {})
         if strict and set(packed) != set(self._names):
-            raise KeyError(
-                f"saved masks are for {sorted(packed)}, but this ParameterMasks masks {sorted(self._names)}"
-            )
+            raise KeyError(f"saved masks are for {sorted(packed)}, but this ParameterMasks masks {sorted(self._names)}")
         for name, mask in zip(self._names, self._masks):
             if name not in packed:
                 continue

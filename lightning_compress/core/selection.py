@@ -14,7 +14,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch  # noqa: F401 - the doctests use it
 from torch import nn

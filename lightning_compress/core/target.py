@@ -110,7 +110,7 @@ def find_network(module: nn.Module, attribute: Optional[str] = None, strict: boo
             where = f"{path}." if path else ""
             raise ValueError(
                 f"cannot tell which submodule of {type(current).__name__} is the network: its children with parameters"
-                f" are {listed}; pass `attribute=\"{where}<name>\"`, or give {type(current).__name__} a"
+                f' are {listed}; pass `attribute="{where}<name>"`, or give {type(current).__name__} a'
                 " `compression_target` property"
             )
         name, current = candidates[0]

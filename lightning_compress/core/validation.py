@@ -118,7 +118,8 @@ class ArgumentErrors:
     def interval(
         self, name: str, value: Any, low: float, high: float, closed: str = "[)", kind: str = "", optional: bool = False
     ) -> bool:
-        """A finite real number in the interval ``low``..``high`` (``closed``: ``"[]"``, ``"[)"``, ``"(]"`` or ``"()"``).
+        """A finite real number in the interval ``low``..``high`` (``closed``: ``"[]"``, ``"[)"``, ``"(]"`` or
+        ``"()"``).
 
         ``kind`` is put before the interval in the message (``"a float "`` gives "must be a float in [0, 1)").
         """
@@ -148,7 +149,8 @@ class ArgumentErrors:
         return ok
 
     def callable(self, name: str, value: Any, signature: str, optional: bool = True) -> bool:
-        """A callable (or None when ``optional``); ``signature`` shows how it is called, e.g. ``"(module, fqn) -> bool"``."""
+        """A callable (or None when ``optional``); ``signature`` shows how it is called, e.g. ``"(module, fqn) ->
+        bool"``."""
         if optional and value is None:
             return True
         return self.require(callable(value), name, f"a callable{signature}" + (" or None" if optional else ""), value)

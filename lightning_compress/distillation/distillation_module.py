@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional, Union
 
 import lightning.pytorch as pl
 import torch
@@ -26,9 +26,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_compress.training.classification import ClassificationModule, OptimizerFactory
-from lightning_compress.distillation.losses import TemperatureLike, _check_temperature, feature_loss, kd_loss
-from lightning_compress.distillation.losses import temperature_at
+from lightning_compress.core.target import compression_target, find_network
 from lightning_compress.distillation.features import (
     FeatureCapture,
     FeaturePair,
@@ -37,9 +35,16 @@ from lightning_compress.distillation.features import (
     check_feature_name,
     width_dim,
 )
-from lightning_compress.core.target import compression_target, find_network
+from lightning_compress.distillation.losses import (
+    TemperatureLike,
+    _check_temperature,
+    feature_loss,
+    kd_loss,
+    temperature_at,
+)
 from lightning_compress.distillation.teacher import TeacherSource, load_teacher, module_fingerprint
 from lightning_compress.distillation.teacher_cache import TeacherCache
+from lightning_compress.training.classification import ClassificationModule, OptimizerFactory
 
 __all__ = ["DistillationModule"]
 
@@ -122,7 +127,9 @@ class DistillationModule(pl.LightningModule):
         optimizer: Optional[OptimizerFactory] = None,
     ) -> None:
         super().__init__()
-        pairs, errors = _validate(student, teacher, temperature, alpha, features, teacher_dtype, teacher_cache, num_classes)
+        pairs, errors = _validate(
+            student, teacher, temperature, alpha, features, teacher_dtype, teacher_cache, num_classes
+        )
         if errors:
             raise ValueError("; ".join(errors))
         if not isinstance(student, pl.LightningModule):
@@ -132,7 +139,11 @@ class DistillationModule(pl.LightningModule):
         self.alpha = float(alpha)
         self.features = pairs
         self.teacher_dtype = _TEACHER_DTYPES.get(teacher_dtype, teacher_dtype) if teacher_dtype is not None else None
-        self.teacher_source = teacher if isinstance(teacher, (str, os.PathLike)) else type(find_network(teacher, strict=False)[0]).__name__
+        self.teacher_source = (
+            teacher
+            if isinstance(teacher, (str, os.PathLike))
+            else type(find_network(teacher, strict=False)[0]).__name__
+        )
         net = load_teacher(teacher, teacher_model)
         if self.teacher_dtype is not None:
             net.to(self.teacher_dtype)
@@ -488,9 +499,14 @@ def _validate(
         errors.append(problem)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         errors.append(f"`alpha` must be in [0, 1] (the weight of the label loss), got {alpha!r}")
-    if teacher_dtype is not None and teacher_dtype not in _TEACHER_DTYPES and teacher_dtype not in (
-        torch.bfloat16,
-        torch.float16,
+    if (
+        teacher_dtype is not None
+        and teacher_dtype not in _TEACHER_DTYPES
+        and teacher_dtype
+        not in (
+            torch.bfloat16,
+            torch.float16,
+        )
     ):
         errors.append(f"`teacher_dtype` can be None, bf16 or fp16, got {teacher_dtype!r}")
     if not isinstance(teacher_cache, (bool, str, os.PathLike)) and teacher_cache is not None:

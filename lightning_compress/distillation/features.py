@@ -25,7 +25,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
@@ -183,7 +182,9 @@ class FeatureCapture:
                     values = getattr(output, m.group(1), None)
                     k = int(m.group(2))
                     if not values or values[k] is None:
-                        hint = ' (load the model with attn_implementation="eager")' if m.group(1) == "attentions" else ""
+                        hint = (
+                            ' (load the model with attn_implementation="eager")' if m.group(1) == "attentions" else ""
+                        )
                         raise ValueError(f"{type(module).__name__} returned no {m.group(1)} for feature {name!r}{hint}")
                     self.features[name] = values[k]
 
@@ -264,4 +265,3 @@ def build_projection(student: Tensor, teacher: Tensor, pair: FeaturePair) -> nn.
             "dimension must agree; pick layers of the same resolution / sequence length"
         )
     return WidthProjection(student.shape[dim], teacher.shape[dim], dim)
-

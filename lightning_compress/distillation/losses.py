@@ -12,9 +12,9 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, Union
+from collections.abc import Callable
+from typing import Literal, Union
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -136,4 +136,3 @@ def _check_temperature(temperature: object) -> str | None:
     if not (math.isfinite(temperature) and temperature > 0):
         return f"`temperature` must be > 0, got {temperature!r}"
     return None
-

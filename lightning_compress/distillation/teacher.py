@@ -70,7 +70,8 @@ def load_teacher(source: TeacherSource, teacher_model: Optional[nn.Module] = Non
         return freeze(find_network(source, strict=False)[0])
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
-            f"`teacher` must be an nn.Module, a Hugging Face model folder or a checkpoint path, got {type(source).__name__}"
+            "`teacher` must be an nn.Module, a Hugging Face model folder or a checkpoint path,"
+            f" got {type(source).__name__}"
         )
     path = Path(source).expanduser()
     if not path.exists():
@@ -81,8 +82,8 @@ def load_teacher(source: TeacherSource, teacher_model: Optional[nn.Module] = Non
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ValueError(
-                f"`teacher` folder {str(path)!r} holds no config.json: a folder must be a Hugging Face model saved with "
-                "`save_pretrained`; a Lightning checkpoint is a .ckpt file"
+                f"`teacher` folder {str(path)!r} holds no config.json: a folder must be a Hugging Face model saved"
+                " with `save_pretrained`; a Lightning checkpoint is a .ckpt file"
             )
         from transformers import AutoModelForSequenceClassification
 
@@ -104,7 +105,9 @@ def load_teacher(source: TeacherSource, teacher_model: Optional[nn.Module] = Non
             )
         _load_weights(teacher_model, state, path)
         return freeze(teacher_model)
-    raise ValueError(f"`teacher` file {str(path)!r} holds a {type(obj).__name__}, not a module, state dict or checkpoint")
+    raise ValueError(
+        f"`teacher` file {str(path)!r} holds a {type(obj).__name__}, not a module, state dict or checkpoint"
+    )
 
 
 def _load_weights(model: nn.Module, state: Mapping[str, Tensor], path: Path) -> None:
@@ -129,7 +132,8 @@ def module_fingerprint(module: nn.Module, extra: str = "") -> str:
 
     Example:
         >>> a = torch.nn.Linear(2, 2)
-        >>> module_fingerprint(a) == module_fingerprint(a), module_fingerprint(a) == module_fingerprint(torch.nn.Linear(2, 2))
+        >>> b = torch.nn.Linear(2, 2)
+        >>> module_fingerprint(a) == module_fingerprint(a), module_fingerprint(a) == module_fingerprint(b)
         (True, False)
     """
     digest = hashlib.blake2b(digest_size=16)

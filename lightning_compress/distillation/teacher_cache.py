@@ -8,7 +8,8 @@ logits of another example: a randomly augmented input is simply a miss, computed
 inputs repeat exactly). Hashing costs a device-to-host copy of the inputs and about 1 us per example.
 
 On disk the cache is ``<folder>/teacher-logits-<teacher fingerprint>.rank<r>.pt``, the fingerprint covering the
-teacher's weights and dtype (:func:`~lightning_compress.distillation.teacher.module_fingerprint`): every job that uses the same
+teacher's weights and dtype (:func:`~lightning_compress.distillation.teacher.module_fingerprint`): every job that uses
+the same
 teacher (sweep jobs, reruns, other data subsets) reads all the files of that teacher and adds what it computed, merged
 and written atomically at the end of each epoch with new entries.
 
@@ -27,9 +28,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor
@@ -57,14 +58,17 @@ def example_keys(inputs: Union[Tensor, Mapping[str, Tensor]]) -> list[bytes]:
     Example:
         >>> a, b = example_keys({"input_ids": torch.tensor([[5, 6, 0], [5, 6, 7]]),
         ...                      "attention_mask": torch.tensor([[1, 1, 0], [1, 1, 1]])})
-        >>> a == example_keys({"input_ids": torch.tensor([[5, 6]]), "attention_mask": torch.tensor([[1, 1]])})[0], a == b
+        >>> short = {"input_ids": torch.tensor([[5, 6]]), "attention_mask": torch.tensor([[1, 1]])}
+        >>> a == example_keys(short)[0], a == b
         (True, False)
     """
     if isinstance(inputs, Tensor):
         items = [("", inputs.detach().cpu())]
         mask = None
     else:
-        items = [(k, v.detach().cpu()) for k, v in sorted(inputs.items()) if k not in _IGNORED and isinstance(v, Tensor)]
+        items = [
+            (k, v.detach().cpu()) for k, v in sorted(inputs.items()) if k not in _IGNORED and isinstance(v, Tensor)
+        ]
         mask = dict(items).get("attention_mask")
     if not items:
         raise ValueError("a batch needs at least one input tensor to key the cache, got none")
@@ -131,7 +135,8 @@ class TeacherCache:
 
         Args:
             inputs: A batch of model inputs (a tensor or a dict of tensors), ``B`` examples.
-            teacher: Maps a batch of inputs to ``(b, C)`` logits; called once, on the missing examples only, or not at all.
+            teacher: Maps a batch of inputs to ``(b, C)`` logits; called once, on the missing examples only, or not at
+            all.
 
         Returns:
             ``(B, C)`` float32 logits on the inputs' device.

@@ -12,7 +12,8 @@
   exactly zero.
 
 A 90 %-sparse weight costs ``1/8 + 0.1 x 4`` bytes per element as fp32 values (7.6x smaller than dense fp32; 6.3x
-with the sign bits of ``-0.0`` zeros) and ``1/8 + 0.1`` bytes with int8 values (17.8x smaller). The file is an ordinary ``torch.save`` archive loaded with
+with the sign bits of ``-0.0`` zeros) and ``1/8 + 0.1`` bytes with int8 values (17.8x smaller). The file is an ordinary
+``torch.save`` archive loaded with
 ``weights_only=True``.
 
 Example:
@@ -31,9 +32,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 import torch
 from torch import Tensor, nn

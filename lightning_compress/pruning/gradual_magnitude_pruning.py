@@ -144,7 +144,9 @@ class GradualMagnitudePruning(MaskingCallback):
     # ------------------------------------------------------------------------------------------------------ hooks
     @override
     def _select(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, nn.Parameter]:
-        return prunable_weights(compression_target(pl_module), self.filter_fn, self.skip_first_conv, self.skip_classifier)
+        return prunable_weights(
+            compression_target(pl_module), self.filter_fn, self.skip_first_conv, self.skip_classifier
+        )
 
     @override
     def _reset_schedule(self) -> None:
@@ -236,7 +238,6 @@ class GradualMagnitudePruning(MaskingCallback):
                 rank_zero_info(f"  {name}: {before_layers[name]:.2%} -> {value:.2%}")
 
 
-
 def _validate(
     final_sparsity: Any,
     initial_sparsity: Any,
@@ -254,8 +255,8 @@ def _validate(
     errors = ArgumentErrors()
     final_ok = errors.interval("final_sparsity", final_sparsity, 0, 1)
     if errors.interval("initial_sparsity", initial_sparsity, 0, 1) and final_ok:
-        errors.require(initial_sparsity <= final_sparsity, "initial_sparsity", f"<= `final_sparsity` ({final_sparsity})",
-                       initial_sparsity)  # fmt: skip
+        must = f"<= `final_sparsity` ({final_sparsity})"
+        errors.require(initial_sparsity <= final_sparsity, "initial_sparsity", must, initial_sparsity)
     start_ok = errors.number("start_epoch", start_epoch, minimum=0)
     if end_epoch is not None:
         bound = f" ({start_epoch})" if start_ok else ""

@@ -11,7 +11,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Union
+from collections.abc import Callable
+from typing import Literal, Union
 
 __all__ = [
     "ScheduleFn",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from lightning_compress.core.batches import ExampleInputs
 
 __all__ = ["ExampleInputs", "as_args_kwargs", "dynamic_shapes", "export_error_summary", "export_model", "shrink_inputs"]
+
 
 def as_args_kwargs(example_inputs: ExampleInputs) -> tuple[tuple, dict[str, Any]]:
     """``(args, kwargs)`` for ``torch.export``: a tensor -> ``((x,), {})``, a dict -> ``((), d)``, a tuple -> itself."""
@@ -83,7 +84,9 @@ def export_error_summary(err: BaseException) -> str:
     """``"<type>: <first message line> (op aten.item at File "m.py", line 7, in forward)"``: what failed, and where."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     first = next((line for line in lines if not line.startswith(("def ", "#", "sum_")) and ":" not in line[:3]), "")
-    message = next((line for line in lines if "Could not" in line or "Unsupported" in line), first or type(err).__name__)
+    message = next(
+        (line for line in lines if "Could not" in line or "Unsupported" in line), first or type(err).__name__
+    )
     ops = re.findall(r"torch\.ops\.(\w+\.\w+)", str(err))
     files = re.findall(r"# File: (.+)", str(err))
     where = files[-1] if files else None

@@ -17,7 +17,14 @@ from torch import nn
 
 from lightning_compress.core.selection import FilterFn, select_layers
 
-__all__ = ["GROUP_SIZES", "convert_to_int4", "int4_fake_quantizers", "int4_group_size", "is_int4_prepared", "prepare_int4_qat"]
+__all__ = [
+    "GROUP_SIZES",
+    "convert_to_int4",
+    "int4_fake_quantizers",
+    "int4_group_size",
+    "is_int4_prepared",
+    "prepare_int4_qat",
+]
 
 GROUP_SIZES = (16, 32, 64, 128, 256)
 
@@ -78,7 +85,7 @@ def prepare_int4_qat(
     )
     if not chosen:
         raise ValueError(
-            f"`scheme=\"int4_weight_only\"` quantizes nn.Linear layers and {type(model).__name__} has none left to"
+            f'`scheme="int4_weight_only"` quantizes nn.Linear layers and {type(model).__name__} has none left to'
             " quantize (after `filter_fn` / `skip_classifier`)"
         )
     bad = [f"{fqn} (in_features={m.in_features})" for fqn, m in linears if fqn in chosen and m.in_features % group_size]

@@ -50,7 +50,8 @@ def quantized_layer_names(
     """``(kept in float, to quantize)``: qualified names of the submodules that own a ``weight`` parameter.
 
     To quantize are the Linear, Conv and ConvTranspose layers that ``filter_fn`` (False keeps a layer in float),
-    ``skip_first_conv`` and ``skip_classifier`` do not keep in float (:func:`~lightning_compress.core.selection.select_layers`).
+    ``skip_first_conv`` and ``skip_classifier`` do not keep in float
+    (:func:`~lightning_compress.core.selection.select_layers`).
     """
 
     def chosen(sub: nn.Module, fqn: str) -> bool:
@@ -214,7 +215,8 @@ def convert_to_int8(prepared: torch.fx.GraphModule, compile: bool = True) -> nn.
 
     if not is_prepared(prepared):
         raise TypeError(
-            f"`prepared` must be a graph from `prepare_qat` (the callback's prepared model), got {type(prepared).__name__}"
+            "`prepared` must be a graph from `prepare_qat` (the callback's prepared model),"
+            f" got {type(prepared).__name__}"
         )
     graph = copy.deepcopy(prepared)
     set_qat_mode(graph, False)
@@ -315,5 +317,3 @@ class FrozenInt8(nn.Module):
 
         with inductor_config.patch(freezing=True), torch.no_grad():
             return self._compiled(*args, **kwargs)
-
-

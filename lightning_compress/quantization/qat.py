@@ -191,7 +191,7 @@ class QuantizationAwareTraining(Callback):
         if self.scheme == "int8" and isinstance(module, pl.LightningModule):
             raise ValueError(
                 f"QuantizationAwareTraining exports a network, and `{name}` is a LightningModule"
-                f" ({type(module).__name__}): pass `attribute=\"<its network>\"`"
+                f' ({type(module).__name__}): pass `attribute="<its network>"`'
             )
         inputs = self.example_inputs if self.example_inputs is not None else _first_inputs(trainer, pl_module, stage)
         self._example = shrink_inputs(inputs)
@@ -211,7 +211,11 @@ class QuantizationAwareTraining(Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        schedule = (("start", self.start_epoch), ("observers", self.freeze_observers_epoch), ("bn", self.freeze_bn_epoch))
+        schedule = (
+            ("start", self.start_epoch),
+            ("observers", self.freeze_observers_epoch),
+            ("bn", self.freeze_bn_epoch),
+        )
         names = {"start": "start_epoch", "observers": "freeze_observers_epoch", "bn": "freeze_bn_epoch"}
         steps = steps_per_epoch(trainer, pl_module, tuple(names[k] for k, epoch in schedule if epoch))
         for key, epoch in schedule:
@@ -313,7 +317,7 @@ class QuantizationAwareTraining(Callback):
         if not path:
             raise ValueError(
                 f"QuantizationAwareTraining replaces the network inside the LightningModule, and found"
-                f" {type(pl_module).__name__} itself: pass `attribute=\"<name of the submodule>\"`"
+                f' {type(pl_module).__name__} itself: pass `attribute="<name of the submodule>"`'
             )
         parent_name, _, name = path.rpartition(".")
         return pl_module.get_submodule(parent_name) if parent_name else pl_module, name, module
@@ -426,7 +430,7 @@ def _validate(
         if value is None:
             continue
         if scheme == "int4_weight_only":
-            errors.add(f"`{name}` applies to `scheme=\"int8\"` only (int4 weights have no observers), got {value!r}")
+            errors.add(f'`{name}` applies to `scheme="int8"` only (int4 weights have no observers), got {value!r}')
         elif errors.number(name, value, minimum=0, optional=True) and start_ok:
             errors.require(value >= start_epoch, name, f">= `start_epoch` ({start_epoch}) or None", value)
     errors.callable("filter_fn", filter_fn, "(module, fqn) -> bool")

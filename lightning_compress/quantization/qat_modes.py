@@ -43,8 +43,12 @@ def install_mode_switches(prepared: torch.fx.GraphModule, train: bool = True) ->
     prepared.train = types.MethodType(_train, prepared)  # type: ignore[method-assign]
     prepared.eval = types.MethodType(_eval, prepared)  # type: ignore[method-assign]
 
+
 def set_qat_mode(
-    prepared: torch.fx.GraphModule, train: bool, freeze_bn: Optional[bool] = None, freeze_observers: Optional[bool] = None
+    prepared: torch.fx.GraphModule,
+    train: bool,
+    freeze_bn: Optional[bool] = None,
+    freeze_observers: Optional[bool] = None,
 ) -> None:
     """Switch the BatchNorm and Dropout ops (attention dropout too) of a prepared graph between training and evaluation.
 

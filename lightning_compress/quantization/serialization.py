@@ -18,6 +18,7 @@ from lightning_compress.quantization.pt2e import FrozenInt8
 
 __all__ = ["load_quantized", "save_quantized"]
 
+
 def save_quantized(model: nn.Module, path: Union[str, os.PathLike], example_inputs: ExampleInputs) -> None:
     """Save a model from :func:`convert_to_int8` or :func:`convert_to_int4` as a ``torch.export`` program.
 

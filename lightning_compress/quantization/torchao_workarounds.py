@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -169,5 +170,3 @@ def split_reused_call_sites(graph_module: torch.fx.GraphModule) -> list[str]:
             continue
         stack[key] = (f"{fqn}@{key.rsplit('@', 1)[1]}", cls)
     return sorted(reused_with_params)
-
-

@@ -5,7 +5,11 @@ pruned model runs on (2:4 semi-structured on Ampere+ GPUs, ``torch.sparse`` laye
 from lightning_compress.sparsity.nm_masks import is_nm_sparse, nm_mask, partial_nm_mask
 from lightning_compress.sparsity.nm_sparsity import NMSparsity
 from lightning_compress.sparsity.pattern import check_nm, check_sparsity_pattern, nm_eligibility, nm_problems
-from lightning_compress.sparsity.semi_structured import SemiStructuredSwap, semi_structured_problems, to_semi_structured_
+from lightning_compress.sparsity.semi_structured import (
+    SemiStructuredSwap,
+    semi_structured_problems,
+    to_semi_structured_,
+)
 from lightning_compress.sparsity.sparse_layers import SparseConv2d, SparseLinear, to_sparse_layers, to_sparse_weight
 
 __all__ = [

@@ -81,9 +81,7 @@ def nm_mask(weight: Tensor, n: int = 2, m: int = 4) -> Tensor:
     return _keep_largest(groups.abs(), n).view(weight.shape)
 
 
-def partial_nm_mask(
-    weight: Tensor, n: int, m: int, fraction: float, current_mask: Optional[Tensor] = None
-) -> Tensor:
+def partial_nm_mask(weight: Tensor, n: int, m: int, fraction: float, current_mask: Optional[Tensor] = None) -> Tensor:
     """N:M in a ``fraction`` of the groups of ``m``: those where it costs least; the other groups are kept dense.
 
     The cost of making a group N:M is the sum of the ``m - n`` magnitudes it would lose. ``round(fraction * groups)``

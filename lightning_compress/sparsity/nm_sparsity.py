@@ -37,7 +37,8 @@ _POLICIES = ("fixed", "dynamic")
 class NMSparsity(MaskingCallback):
     r"""Make the selected weights N:M sparse (2:4: two non-zeros in every 4 consecutive input weights) from a step on.
 
-    The groups of ``m`` run along each layer's reduction dimension (:func:`~lightning_compress.sparsity.nm_masks.nm_mask`).
+    The groups of ``m`` run along each layer's reduction dimension
+    (:func:`~lightning_compress.sparsity.nm_masks.nm_mask`).
     From ``start_epoch`` on the masks are enforced at every optimizer step by the shared masking core, so the weights
     stay N:M after every step, at every validation and in every checkpoint. Two policies (``"dynamic"`` is the
     default: it was as accurate as ``"fixed"`` on MNIST-5k and about 1 point better on MiniLM / Rotten Tomatoes, see

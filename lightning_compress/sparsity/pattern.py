@@ -48,8 +48,10 @@ def check_sparsity_pattern(sparsity: Any, n: Any, m: Any) -> list[str]:
             " (N:M fixes the sparsity at 1 - n/m; pass sparsity=None)"
         ]
     if sparsity is not None:
-        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not (
-            math.isfinite(sparsity) and 0.0 <= sparsity < 1.0
+        if (
+            isinstance(sparsity, bool)
+            or not isinstance(sparsity, (int, float))
+            or not (math.isfinite(sparsity) and 0.0 <= sparsity < 1.0)
         ):
             return [f"`sparsity` must be a float in [0, 1), got {sparsity!r}"]
         return []

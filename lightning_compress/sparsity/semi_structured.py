@@ -32,8 +32,8 @@ from torch.sparse import (
     to_sparse_semi_structured,
 )
 
-from lightning_compress.sparsity.nm_masks import is_nm_sparse
 from lightning_compress.core.selection import FilterFn
+from lightning_compress.sparsity.nm_masks import is_nm_sparse
 
 __all__ = ["SemiStructuredSwap", "semi_structured_problems", "to_semi_structured", "to_semi_structured_"]
 

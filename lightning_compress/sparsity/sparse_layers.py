@@ -81,7 +81,7 @@ class SparseLinear(nn.Module):
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
 
     @classmethod
-    def from_dense(cls, linear: nn.Linear, fmt: str = "csr") -> "SparseLinear":
+    def from_dense(cls, linear: nn.Linear, fmt: str = "csr") -> SparseLinear:
         """The same layer with its weight converted by :func:`to_sparse_weight`."""
         bias = None if linear.bias is None else linear.bias.detach().clone()
         return cls(to_sparse_weight(linear.weight, fmt), bias)
@@ -126,8 +126,12 @@ class SparseConv2d(nn.Module):
             cols = x.reshape(batch, x.shape[1], -1)  # (B, in, H*W)
         else:
             cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (B, in*kh*kw, L)
-            out_h = (height + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
-            out_w = (width + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
+            out_h = (height + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[
+                0
+            ] + 1
+            out_w = (width + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[
+                1
+            ] + 1
         cols = cols.transpose(0, 1).reshape(cols.shape[1], -1)  # (in*kh*kw, B*L)
         out = torch.sparse.mm(self.weight, cols)  # (out, B*L)
         out = out.reshape(self.out_channels, batch, out_h, out_w).transpose(0, 1)

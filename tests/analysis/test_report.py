@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
+from lightning_compress.analysis.report import compression_report
 from lightning_compress.bench.model_benchmark import prune_unstructured
+from lightning_compress.cli.report import load_for_report, main
 from lightning_compress.export.compressed_format import save_compressed
 from lightning_compress.models import SmallCNN
 from lightning_compress.sparsity.nm_masks import nm_mask
-from lightning_compress.analysis.report import compression_report
-from lightning_compress.cli.report import load_for_report, main
 
 
 def _pruned_cnn() -> nn.Module:

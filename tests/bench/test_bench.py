@@ -9,12 +9,18 @@ import torch
 from torch import nn
 
 from lightning_compress import bench
-from lightning_compress.bench import BenchResult, benchmark_gemm, benchmark_model, format_table, measure
-from lightning_compress.bench import model_benchmark
+from lightning_compress.analysis.run_logs import metric_series, sweep_jobs
+from lightning_compress.bench import (
+    BenchResult,
+    benchmark_gemm,
+    benchmark_model,
+    format_table,
+    measure,
+    model_benchmark,
+)
+from lightning_compress.bench.advice import advise
 from lightning_compress.cli import bench as bench_cli
 from lightning_compress.cli.model_spec import load_model
-from lightning_compress.bench.advice import advise
-from lightning_compress.analysis.run_logs import metric_series, sweep_jobs
 from lightning_compress.sparsity.sparse_layers import SparseConv2d, SparseLinear, to_sparse_layers
 
 FAST = {"warmup": 1, "repeats": 2, "min_warmup_s": 0.0}
@@ -86,8 +92,8 @@ def test_to_sparse_layers_keeps_grouped_convs_dense():
 def test_benchmark_model_rows_and_unavailable_paths():
     small = nn.Sequential(nn.Linear(32, 8), nn.ReLU(), nn.Linear(8, 8))
     rows = benchmark_model(
-        _mlp(), torch.randn(4, 32), paths=("fp32 eager", "bf16 autocast", "dense zeros", "csr", "coo", "2:4", "2:4+int8",
-                                           "smaller"),
+        _mlp(), torch.randn(4, 32),
+        paths=("fp32 eager", "bf16 autocast", "dense zeros", "csr", "coo", "2:4", "2:4+int8", "smaller"),
         sparsities=(0.5, 0.9), smaller_model=small, **FAST,
     )  # fmt: skip
     by_path = {r.path: r for r in rows}
@@ -132,7 +138,9 @@ def test_gemm_rows():
     rows = benchmark_gemm(32, 32, 16, sparsities=(0.9,), formats=("csr",), **FAST)
     by_path = {r.path: r for r in rows}
     assert by_path["dense GEMM"].speedup == 1.0 and by_path["CSR 90%"].available
-    assert by_path["dense GEMM"].throughput == pytest.approx(2 * 32 * 32 * 16 / (by_path["dense GEMM"].latency_ms / 1e3))
+    assert by_path["dense GEMM"].throughput == pytest.approx(
+        2 * 32 * 32 * 16 / (by_path["dense GEMM"].latency_ms / 1e3)
+    )
     if not GPU:
         assert not by_path["2:4 semi-structured GEMM"].available
 
@@ -164,8 +172,28 @@ def test_cli_writes_csv_json_plot_and_prints_advice(tmp_path, capsys):
     builder = tmp_path / "tiny.py"
     builder.write_text("import torch\ndef build():\n    return torch.nn.Sequential(torch.nn.Linear(16, 16))\n")
     out = tmp_path / "run"
-    code = bench_cli.main(["--model", f"{builder}:build", "--input-shape", "2,16", "--paths", "fp32 eager", "csr", "2:4",
-                       "--sparsities", "0.9", "--warmup", "1", "--repeats", "1", "--out", str(out), "--device", "cpu"])  # fmt: skip
+    code = bench_cli.main(
+        [
+            "--model",
+            f"{builder}:build",
+            "--input-shape",
+            "2,16",
+            "--paths",
+            "fp32 eager",
+            "csr",
+            "2:4",
+            "--sparsities",
+            "0.9",
+            "--warmup",
+            "1",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "Advice (from the measurements above):" in printed and "CSR 90%" in printed
@@ -198,7 +226,9 @@ def test_sparsity_schedule_plot_from_a_run(tmp_path):
     from lightning_compress.cli.plot import main as plot_main
 
     run = tmp_path / "run"
-    _metrics_csv(run / "csv" / "metrics.csv", ["0,0,0.0,0.0,", "0,5,,,", "0,10,0.5,0.4,", "1,20,0.9,0.8,", "1,20,,,0.9"])
+    _metrics_csv(
+        run / "csv" / "metrics.csv", ["0,0,0.0,0.0,", "0,5,,,", "0,10,0.5,0.4,", "1,20,0.9,0.8,", "1,20,,,0.9"]
+    )
     assert metric_series(run, "compress/sparsity") == [(0, 0.0), (10, 0.5), (20, 0.9)]
     assert plot_main(["schedule", str(run)]) == 0
     assert (run / "sparsity_schedule.png").stat().st_size > 0

@@ -172,8 +172,16 @@ def test_preset_mnist_gmp90(tmp_path: Path) -> None:
 
 def test_gmp_run_reaches_its_sparsity_and_logs_it(tmp_path: Path) -> None:
     cfg = compose_train(
-        ["experiment=mnist_gmp90", "data=digits", "model=cnn_digits", "trainer.max_epochs=3",
-         "compression.gmp.start_epoch=0", "compression.gmp.end_epoch=2", "compression.gmp.final_sparsity=0.8", *FAST],
+        [
+            "experiment=mnist_gmp90",
+            "data=digits",
+            "model=cnn_digits",
+            "trainer.max_epochs=3",
+            "compression.gmp.start_epoch=0",
+            "compression.gmp.end_epoch=2",
+            "compression.gmp.final_sparsity=0.8",
+            *FAST,
+        ],
         tmp_path,
     )
     train(cfg)
@@ -187,16 +195,28 @@ def test_gmp_run_reaches_its_sparsity_and_logs_it(tmp_path: Path) -> None:
 
 def test_preset_rotten_tomatoes_minilm(tmp_path: Path) -> None:
     _fast_dev_run(
-        ["experiment=rotten_tomatoes_minilm", "data.batch_size=4", "data.max_train_samples=16",
-         "data.max_eval_samples=8"],
+        [
+            "experiment=rotten_tomatoes_minilm",
+            "data.batch_size=4",
+            "data.max_train_samples=16",
+            "data.max_eval_samples=8",
+        ],
         tmp_path,
     )
 
 
 def test_preset_imagenet_resnet50(tmp_path: Path, image_folder: Path) -> None:
     _fast_dev_run(
-        ["experiment=imagenet_resnet50", "trainer=cpu", "trainer.precision=32-true", f"data.root={image_folder}",
-         "data.batch_size=2", "data.num_classes=2", "data.num_workers=0", "data.pin_memory=false"],
+        [
+            "experiment=imagenet_resnet50",
+            "trainer=cpu",
+            "trainer.precision=32-true",
+            f"data.root={image_folder}",
+            "data.batch_size=2",
+            "data.num_classes=2",
+            "data.num_workers=0",
+            "data.pin_memory=false",
+        ],
         tmp_path,
     )
 
@@ -230,8 +250,17 @@ def test_init_from_starts_a_one_shot_pruning_run_from_trained_weights(tmp_path: 
 
 def test_multirun_puts_each_job_in_its_own_folder(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "lightning_compress.cli.train", "-m", "experiment=digits_cnn",
-           "trainer.max_epochs=1", "seed=0,1", f"hydra.sweep.dir={sweep}", *FAST]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lightning_compress.cli.train",
+        "-m",
+        "experiment=digits_cnn",
+        "trainer.max_epochs=1",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+        *FAST,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -272,7 +301,9 @@ def test_preset_glue_minilm_on_offline_sentences(tmp_path: Path, monkeypatch: py
     from lightning_compress.data import GLUEDataModule, load_rotten_tomatoes
 
     rotten = load_rotten_tomatoes()
-    raw = type(rotten)({"train": rotten["train"].select(range(32)), "validation": rotten["validation"].select(range(16))})
+    raw = type(rotten)(
+        {"train": rotten["train"].select(range(32)), "validation": rotten["validation"].select(range(16))}
+    )
     monkeypatch.setattr(GLUEDataModule, "_load_raw", lambda self: raw)
     _fast_dev_run(["experiment=glue_minilm", "data.batch_size=4"], tmp_path)
 
@@ -281,8 +312,23 @@ def test_wheel_carries_the_configs(tmp_path: Path) -> None:
     """`conf/` is packaged as lightning_compress/conf, and an installed copy finds it there."""
     import zipfile
 
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     (wheel,) = tmp_path.glob("lightning_compress-*.whl")
     site = tmp_path / "site"
@@ -290,7 +336,13 @@ def test_wheel_carries_the_configs(tmp_path: Path) -> None:
     assert (site / "lightning_compress" / "conf" / "train.yaml").is_file()
     assert (site / "lightning_compress" / "py.typed").is_file()
     probe = "import lightning_compress.cli.train as t; print(t.CONFIG_DIR)"
-    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert Path(out.stdout.strip()) == site / "lightning_compress" / "conf"

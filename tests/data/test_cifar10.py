@@ -96,7 +96,10 @@ def test_split_and_transforms(fake_cifar):
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert dm.train_dataset.dataset.transform is dm.train_transform
     assert [type(t).__name__ for t in dm.train_transform.transforms] == [
-        "RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"
+        "RandomCrop",
+        "RandomHorizontalFlip",
+        "ToTensor",
+        "Normalize",
     ]
     assert dm.train_transform.transforms[0].padding == 4
     # validation images are not augmented: two reads agree, and equal the plain normalised image

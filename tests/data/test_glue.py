@@ -32,8 +32,15 @@ def tokenizer(minilm):
 def test_task_table():
     assert set(GLUE_TASKS) == {"sst2", "mnli", "qnli", "qqp", "mrpc", "cola", "rte", "stsb", "rotten_tomatoes"}
     assert {name: spec.metrics for name, spec in GLUE_TASKS.items()} == {
-        "sst2": ("acc",), "mnli": ("acc",), "qnli": ("acc",), "rte": ("acc",), "mrpc": ("f1", "acc"),
-        "qqp": ("f1", "acc"), "cola": ("mcc",), "stsb": ("pearson", "spearman"), "rotten_tomatoes": ("acc",),
+        "sst2": ("acc",),
+        "mnli": ("acc",),
+        "qnli": ("acc",),
+        "rte": ("acc",),
+        "mrpc": ("f1", "acc"),
+        "qqp": ("f1", "acc"),
+        "cola": ("mcc",),
+        "stsb": ("pearson", "spearman"),
+        "rotten_tomatoes": ("acc",),
     }
     assert {name for name, spec in GLUE_TASKS.items() if spec.num_labels == 3} == {"mnli"}
     assert {name for name, spec in GLUE_TASKS.items() if spec.task == "regression"} == {"stsb"}
@@ -63,8 +70,9 @@ def test_rotten_tomatoes_split_depends_only_on_seed(rotten):
 
 
 def test_rotten_tomatoes_end_to_end(rotten, minilm, tokenizer):
-    dm = GLUEDataModule("rotten_tomatoes", tokenizer=minilm, max_length=32, batch_size=16, max_train_samples=48,
-                        max_eval_samples=24)
+    dm = GLUEDataModule(
+        "rotten_tomatoes", tokenizer=minilm, max_length=32, batch_size=16, max_train_samples=48, max_eval_samples=24
+    )
     assert (dm.num_classes, dm.metrics, dm.task, dm.task_name) == (2, ("acc",), "multiclass", "rotten_tomatoes")
     dm.prepare_data()
     dm.setup("fit")
@@ -103,12 +111,22 @@ def _patch_raw(monkeypatch, raw) -> None:
 
 def test_cola_uses_the_validation_split_for_testing(rotten, minilm, monkeypatch):
     Dataset, DatasetDict = datasets.Dataset, datasets.DatasetDict
-    split = lambda n, off, label: Dataset.from_dict(  # noqa: E731
-        {"sentence": rotten["train"]["sentence"][off : off + n], "label": [label(i) for i in range(n)],
-         "idx": list(range(n))}
+    split = (
+        lambda n, off, label: Dataset.from_dict(  # noqa: E731
+            {
+                "sentence": rotten["train"]["sentence"][off : off + n],
+                "label": [label(i) for i in range(n)],
+                "idx": list(range(n)),
+            }
+        )
     )
-    raw = DatasetDict({"train": split(40, 0, lambda i: i % 2), "validation": split(20, 40, lambda i: 1),
-                       "test": split(10, 60, lambda i: -1)})  # GLUE hides test labels as -1
+    raw = DatasetDict(
+        {
+            "train": split(40, 0, lambda i: i % 2),
+            "validation": split(20, 40, lambda i: 1),
+            "test": split(10, 60, lambda i: -1),
+        }
+    )  # GLUE hides test labels as -1
     _patch_raw(monkeypatch, raw)
     dm = GLUEDataModule("cola", tokenizer=minilm, batch_size=8)
     assert (dm.num_classes, dm.metrics, dm.task) == (2, ("mcc",), "multiclass")
@@ -124,8 +142,9 @@ def test_stsb_is_a_regression_on_sentence_pairs(rotten, minilm, monkeypatch):
 
     def split(n, offset):
         first, second = _pairs(rotten, n, offset)
-        return Dataset.from_dict({"sentence1": first, "sentence2": second,
-                                  "label": [5.0 * i / n for i in range(n)], "idx": list(range(n))})
+        return Dataset.from_dict(
+            {"sentence1": first, "sentence2": second, "label": [5.0 * i / n for i in range(n)], "idx": list(range(n))}
+        )
 
     _patch_raw(monkeypatch, DatasetDict({"train": split(16, 0), "validation": split(8, 100), "test": split(8, 200)}))
     dm = GLUEDataModule("stsb", tokenizer=minilm, batch_size=8, max_length=64)
@@ -145,8 +164,9 @@ def test_mnli_validates_on_matched(rotten, minilm, monkeypatch):
 
     def split(n, offset):
         premise, hypothesis = _pairs(rotten, n, offset)
-        return Dataset.from_dict({"premise": premise, "hypothesis": hypothesis, "label": [i % 3 for i in range(n)],
-                                  "idx": list(range(n))})
+        return Dataset.from_dict(
+            {"premise": premise, "hypothesis": hypothesis, "label": [i % 3 for i in range(n)], "idx": list(range(n))}
+        )
 
     raw = DatasetDict(
         {"train": split(12, 0), "validation_matched": split(9, 50), "validation_mismatched": split(5, 80)}

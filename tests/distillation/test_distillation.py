@@ -18,13 +18,13 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_compress.training.classification import ClassificationModule
 from lightning_compress.distillation.distillation_module import DistillationModule
+from lightning_compress.distillation.teacher import load_teacher
+from lightning_compress.models import SmallCNN
 from lightning_compress.pruning.gradual_magnitude_pruning import GradualMagnitudePruning
 from lightning_compress.sparsity.nm_masks import is_nm_sparse
 from lightning_compress.sparsity.nm_sparsity import NMSparsity
-from lightning_compress.models import SmallCNN
-from lightning_compress.distillation.teacher import load_teacher
+from lightning_compress.training.classification import ClassificationModule
 
 QUIET = dict(
     accelerator="cpu",
@@ -78,7 +78,11 @@ class CountCalls:
 
 
 def fit(
-    module: L.LightningModule, callbacks: list[Callback] | None = None, epochs: int = 2, val: bool = False, **kwargs: Any
+    module: L.LightningModule,
+    callbacks: list[Callback] | None = None,
+    epochs: int = 2,
+    val: bool = False,
+    **kwargs: Any,
 ) -> L.Trainer:
     trainer = L.Trainer(max_epochs=epochs, callbacks=callbacks or [], **{**QUIET, **kwargs})
     trainer.fit(module, loader(), loader(32) if val else None)
@@ -196,8 +200,14 @@ def test_crash_then_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     torch.save(teacher_cnn().state_dict(), teacher_file)
 
     def build() -> DistillationModule:
-        return DistillationModule(student_module(), teacher_file, teacher_model=teacher_cnn(), alpha=0.3,
-                                  temperature=lambda p: 4.0 - 2.0 * p, features=FEATURES)
+        return DistillationModule(
+            student_module(),
+            teacher_file,
+            teacher_model=teacher_cnn(),
+            alpha=0.3,
+            temperature=lambda p: 4.0 - 2.0 * p,
+            features=FEATURES,
+        )
 
     def pruning() -> GradualMagnitudePruning:
         return GradualMagnitudePruning(0.5, start_epoch=0.5, end_epoch=3, update_every_n_steps=3, verbose=0)
@@ -235,7 +245,10 @@ def test_pruning_touches_the_student_only() -> None:
     fit(module, [pruning], epochs=2)
     # the same names as pruning the ClassificationModule alone
     assert pruning.masks.names == [
-        "model.features.0.weight", "model.features.4.weight", "model.classifier.1.weight", "model.classifier.4.weight"
+        "model.features.0.weight",
+        "model.features.4.weight",
+        "model.classifier.1.weight",
+        "model.classifier.4.weight",
     ]
     weights = [module.student.get_parameter(n) for n in pruning.masks.names]
     total = sum(w.numel() for w in weights)
@@ -304,8 +317,14 @@ transformers = pytest.importorskip("transformers")
 
 def tiny_bert(hidden: int, layers: int, attn: str = "eager", num_labels: int = 2) -> Any:
     config = transformers.BertConfig(
-        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=2 * hidden,
-        vocab_size=100, num_labels=num_labels, attn_implementation=attn, hidden_dropout_prob=0.0,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        vocab_size=100,
+        num_labels=num_labels,
+        attn_implementation=attn,
+        hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
     return transformers.BertForSequenceClassification(config)
@@ -343,11 +362,15 @@ def test_hugging_face_hidden_states_attentions_and_layers() -> None:
 
 def test_attention_maps_need_eager_attention() -> None:
     module = DistillationModule(
-        tiny_bert(16, 2, attn="sdpa"), tiny_bert(32, 4), num_classes=2,
+        tiny_bert(16, 2, attn="sdpa"),
+        tiny_bert(32, 4),
+        num_classes=2,
         features=[{"student": "attentions.1", "teacher": "attentions.3"}],
     )
     batch = next(iter(text_loader()))
-    with pytest.raises(ValueError, match='returned no attentions for feature .attentions.1.*attn_implementation="eager"'):
+    with pytest.raises(
+        ValueError, match='returned no attentions for feature .attentions.1.*attn_implementation="eager"'
+    ):
         module.prepare(batch)
 
 
@@ -423,10 +446,19 @@ def test_teacher_from_a_hugging_face_folder_and_a_pickled_module(tmp_path: Path)
         ({"temperature": 0}, "`temperature` must be > 0, got 0"),
         ({"temperature": -2.0}, "`temperature` must be > 0, got -2.0"),
         ({"temperature": "hot"}, "`temperature` must be a number > 0 or a callable.*got 'hot'"),
-        ({"temperature": lambda p: 1.0 - p}, r"`temperature` schedules must return values > 0, got temperature\(1.0\) = 0.0"),
+        (
+            {"temperature": lambda p: 1.0 - p},
+            r"`temperature` schedules must return values > 0, got temperature\(1.0\) = 0.0",
+        ),
         ({"teacher_dtype": "int8"}, "`teacher_dtype` can be None, bf16 or fp16, got 'int8'"),
-        ({"features": [{"student": "features.4"}]}, r"`features\[0\]`.*missing 1 required positional argument: 'teacher'"),
-        ({"features": [{"student": "a", "teacher": "b", "weight": -1}]}, r"`features\[0\]`: `weight` must be a number >= 0, got -1"),
+        (
+            {"features": [{"student": "features.4"}]},
+            r"`features\[0\]`.*missing 1 required positional argument: 'teacher'",
+        ),
+        (
+            {"features": [{"student": "a", "teacher": "b", "weight": -1}]},
+            r"`features\[0\]`: `weight` must be a number >= 0, got -1",
+        ),
         ({"features": [{"student": "a", "teacher": "b", "loss": "l1"}]}, r"`loss` can be mse or cosine, got 'l1'"),
         ({"features": FEATURES, "teacher_cache": True}, "`teacher_cache` keeps the teacher's logits only"),
     ],
@@ -443,20 +475,36 @@ def test_all_bad_arguments_are_reported_at_once() -> None:
 
 
 def test_feature_names_that_do_not_exist_list_the_available_ones() -> None:
-    with pytest.raises(ValueError, match=r"`features\[0\].student` names a feature that SmallCNN does not have: "
-                                         r"'features.9'; available: features, features.0, .*classifier.4"):
-        DistillationModule(student_module(), teacher_cnn(), features=[{"student": "features.9", "teacher": "features.4"}])
+    with pytest.raises(
+        ValueError,
+        match=r"`features\[0\].student` names a feature that SmallCNN does not have: "
+        r"'features.9'; available: features, features.0, .*classifier.4",
+    ):
+        DistillationModule(
+            student_module(), teacher_cnn(), features=[{"student": "features.9", "teacher": "features.4"}]
+        )
     with pytest.raises(ValueError, match=r"`features\[0\].teacher` .*'hidden_states.1'"):
-        DistillationModule(student_module(), teacher_cnn(), features=[{"student": "features.4", "teacher": "hidden_states.1"}])
+        DistillationModule(
+            student_module(), teacher_cnn(), features=[{"student": "features.4", "teacher": "hidden_states.1"}]
+        )
     with pytest.raises(ValueError, match=r"'hidden_states.5'; available: .*hidden_states.4, attentions.0"):
-        DistillationModule(tiny_bert(16, 2), tiny_bert(32, 4), num_classes=2,
-                           features=[{"student": "hidden_states.1", "teacher": "hidden_states.5"}])
+        DistillationModule(
+            tiny_bert(16, 2),
+            tiny_bert(32, 4),
+            num_classes=2,
+            features=[{"student": "hidden_states.1", "teacher": "hidden_states.5"}],
+        )
 
 
 def test_a_projection_that_cannot_be_built_fails_before_training() -> None:
-    module = DistillationModule(student_module(), teacher_cnn(), features=[{"student": "features.0", "teacher": "features.4"}])
-    with pytest.raises(ValueError, match=r"cannot build a projection for feature pair student 'features.0' \(2, 4, 8, 8\) "
-                                         r"-> teacher 'features.4' \(2, 16, 4, 4\)"):
+    module = DistillationModule(
+        student_module(), teacher_cnn(), features=[{"student": "features.0", "teacher": "features.4"}]
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"cannot build a projection for feature pair student 'features.0' \(2, 4, 8, 8\) "
+        r"-> teacher 'features.4' \(2, 16, 4, 4\)",
+    ):
         fit(module, epochs=1)
 
 
@@ -475,7 +523,9 @@ def test_label_count_mismatch_fails_before_the_first_step() -> None:
 
 
 def test_bad_teacher_sources(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="`teacher` must be an nn.Module or an existing path, got 'nowhere.ckpt'"):
+    with pytest.raises(
+        FileNotFoundError, match="`teacher` must be an nn.Module or an existing path, got 'nowhere.ckpt'"
+    ):
         DistillationModule(student_module(), "nowhere.ckpt")
     torch.save({"state_dict": {f"model.{k}": v for k, v in teacher_cnn().state_dict().items()}}, tmp_path / "t.ckpt")
     with pytest.raises(ValueError, match="holds weights only; pass `teacher_model`"):
@@ -484,7 +534,9 @@ def test_bad_teacher_sources(tmp_path: Path) -> None:
         DistillationModule(student_module(), tmp_path / "t.ckpt", teacher_model=teacher_cnn(num_classes=7))
     with pytest.raises(ValueError, match="holds no config.json"):
         DistillationModule(student_module(), tmp_path)
-    with pytest.raises(ValueError, match="`teacher` must be an nn.Module, a Hugging Face model folder or a checkpoint path, got None"):
+    with pytest.raises(
+        ValueError, match="`teacher` must be an nn.Module, a Hugging Face model folder or a checkpoint path, got None"
+    ):
         DistillationModule(student_module(), None)  # type: ignore[arg-type]
 
 

@@ -14,10 +14,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from lightning_compress.distillation.distillation_module import DistillationModule
-from lightning_compress.pruning.gradual_magnitude_pruning import GradualMagnitudePruning
-from lightning_compress.models import SmallCNN
 from lightning_compress.cli.train import CONFIG_DIR
+from lightning_compress.distillation.distillation_module import DistillationModule
+from lightning_compress.models import SmallCNN
+from lightning_compress.pruning.gradual_magnitude_pruning import GradualMagnitudePruning
 
 
 def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
@@ -36,17 +36,28 @@ def build_and_fit(cfg: DictConfig) -> tuple[L.LightningModule, list[Any]]:
     datamodule = instantiate(cfg.data)
     key = "num_labels" if "name_or_path" in cfg.model else "num_classes"
     model = instantiate(cfg.model, **({} if cfg.model.get(key) is not None else {key: datamodule.num_classes}))
-    module = instantiate(cfg.module, model=model, num_classes=datamodule.num_classes, metrics=list(datamodule.metrics),
-                         optimizer=instantiate(cfg.optimizer),
-                         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None)
+    module = instantiate(
+        cfg.module,
+        model=model,
+        num_classes=datamodule.num_classes,
+        metrics=list(datamodule.metrics),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+    )
     compression = cfg.get("compression") or {}
     if compression.get("distill") is not None:
         module = instantiate(compression.distill)(student=module)
     callbacks = [instantiate(node) for name, node in compression.items() if node is not None and name != "distill"]
     datamodule.setup("fit")
     module.check_num_classes(next(iter(datamodule.train_dataloader())))
-    trainer = L.Trainer(fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=list(callbacks))
+    trainer = L.Trainer(
+        fast_dev_run=True,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+    )
     trainer.fit(module, datamodule=datamodule)
     trainer.test(module, datamodule=datamodule, verbose=False)
     return module, callbacks
@@ -104,8 +115,13 @@ def test_preset_rotten_tomatoes_distill(tmp_path: Path) -> None:
     ckpt = tmp_path / "teacher.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in teacher.state_dict().items()}}, ckpt)
     cfg = compose_train(
-        ["experiment=rotten_tomatoes_distill", f"compression.distill.teacher={ckpt}", "data.batch_size=4",
-         "data.max_train_samples=8", "data.max_eval_samples=4"],
+        [
+            "experiment=rotten_tomatoes_distill",
+            f"compression.distill.teacher={ckpt}",
+            "data.batch_size=4",
+            "data.max_train_samples=8",
+            "data.max_eval_samples=4",
+        ],
         tmp_path,
     )
     module, _ = build_and_fit(cfg)

@@ -11,10 +11,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from lightning_compress.distillation.distillation_module import DistillationModule
-from lightning_compress.models import SmallCNN
-from lightning_compress.distillation.students import pruned_student
 from lightning_compress.cli.train import CONFIG_DIR, train
+from lightning_compress.distillation.students import pruned_student
+from lightning_compress.models import SmallCNN
 
 
 def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
@@ -48,8 +47,14 @@ def test_preset_mnist_prune_distill(tmp_path: Path) -> None:
     ckpt = tmp_path / "teacher.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in SmallCNN().state_dict().items()}}, ckpt)
     cfg = compose_train(
-        ["experiment=mnist_prune_distill", f"compression.distill.teacher={ckpt}", "+trainer.fast_dev_run=true",
-         "trainer.enable_progress_bar=false", "~callbacks.progress_bar", "~callbacks.model_summary"],
+        [
+            "experiment=mnist_prune_distill",
+            f"compression.distill.teacher={ckpt}",
+            "+trainer.fast_dev_run=true",
+            "trainer.enable_progress_bar=false",
+            "~callbacks.progress_bar",
+            "~callbacks.model_summary",
+        ],
         tmp_path,
     )
     assert cfg.model.calibration._target_ == cfg.data._target_
@@ -64,9 +69,18 @@ def test_preset_rotten_tomatoes_prune_distill(tmp_path: Path) -> None:
     ckpt = tmp_path / "teacher.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in teacher.state_dict().items()}}, ckpt)
     cfg = compose_train(
-        ["experiment=rotten_tomatoes_prune_distill", f"compression.distill.teacher={ckpt}", "data.batch_size=4",
-         "data.max_train_samples=8", "data.max_eval_samples=4", "model.max_batches=1", "+trainer.fast_dev_run=true",
-         "trainer.enable_progress_bar=false", "~callbacks.progress_bar", "~callbacks.model_summary"],
+        [
+            "experiment=rotten_tomatoes_prune_distill",
+            f"compression.distill.teacher={ckpt}",
+            "data.batch_size=4",
+            "data.max_train_samples=8",
+            "data.max_eval_samples=4",
+            "model.max_batches=1",
+            "+trainer.fast_dev_run=true",
+            "trainer.enable_progress_bar=false",
+            "~callbacks.progress_bar",
+            "~callbacks.model_summary",
+        ],
         tmp_path,
     )
     train(cfg)

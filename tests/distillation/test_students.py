@@ -5,16 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_compress.models import SmallCNN
 from lightning_compress.distillation.students import layer_subset_student, small_cnn_student, student_layers
+from lightning_compress.models import SmallCNN
 
 transformers = pytest.importorskip("transformers")
 
 
-def tiny_bert(layers: int = 4, num_labels: int = 3) -> "transformers.BertForSequenceClassification":
+def tiny_bert(layers: int = 4, num_labels: int = 3) -> transformers.BertForSequenceClassification:
     torch.manual_seed(0)
     config = transformers.BertConfig(
-        hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64, vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=100,
         num_labels=num_labels,
     )
     return transformers.BertForSequenceClassification(config).eval()
@@ -76,8 +80,13 @@ def test_copied_layers_compute_what_they_did_in_the_teacher() -> None:
     for name in ("bert.pooler.dense.weight", "classifier.weight", "classifier.bias"):
         assert torch.equal(student.state_dict()[name], teacher.state_dict()[name]), name
     # the student's own layer 0 is the teacher's layer 1
-    assert torch.equal(student.bert.encoder.layer[0].output.dense.weight, teacher.bert.encoder.layer[1].output.dense.weight)
-    assert student.bert.encoder.layer[0].output.dense.weight.data_ptr() != teacher.bert.encoder.layer[1].output.dense.weight.data_ptr()
+    assert torch.equal(
+        student.bert.encoder.layer[0].output.dense.weight, teacher.bert.encoder.layer[1].output.dense.weight
+    )
+    assert (
+        student.bert.encoder.layer[0].output.dense.weight.data_ptr()
+        != teacher.bert.encoder.layer[1].output.dense.weight.data_ptr()
+    )
 
 
 def test_keeping_every_layer_reproduces_the_teacher() -> None:
@@ -89,7 +98,9 @@ def test_keeping_every_layer_reproduces_the_teacher() -> None:
 
 
 def test_label_count_must_match_the_teacher() -> None:
-    with pytest.raises(ValueError, match="`num_classes` must equal the teacher's label count config.num_labels=3, got 2"):
+    with pytest.raises(
+        ValueError, match="`num_classes` must equal the teacher's label count config.num_labels=3, got 2"
+    ):
         layer_subset_student(tiny_bert(), every=2, num_classes=2)
     assert layer_subset_student(tiny_bert(), every=2, num_classes=3).config.num_labels == 3
 

@@ -35,7 +35,12 @@ def test_keys_follow_content_not_position() -> None:
 def test_dict_keys_ignore_labels_and_padding() -> None:
     ids = torch.tensor([[101, 7, 8, 102, 0, 0], [101, 9, 102, 0, 0, 0]])
     mask = (ids != 0).long()
-    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids), "labels": torch.tensor([0, 1])}
+    batch = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": torch.zeros_like(ids),
+        "labels": torch.tensor([0, 1]),
+    }
     short = {k: v[:, :4] for k, v in batch.items() if k != "labels"}
     other_labels = {**batch, "labels": torch.tensor([1, 0])}
     assert example_keys(batch) == example_keys(short) == example_keys(other_labels)

@@ -10,9 +10,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
+from lightning_compress.core.masks import unpack_mask
 from lightning_compress.pruning.gradual_magnitude_pruning import GradualMagnitudePruning
 from lightning_compress.pruning.magnitude import num_to_prune
-from lightning_compress.core.masks import unpack_mask
 from lightning_compress.pruning.schedule import sparsity_at_step
 
 QUIET = dict(
@@ -342,7 +342,10 @@ def test_ddp_masks_identical_on_every_rank(run_ddp_script) -> None:
             {"final_sparsity": 0.5, "initial_sparsity": 0.7},
             r"`initial_sparsity` must be <= `final_sparsity` \(0.5\), got 0.7",
         ),
-        ({"final_sparsity": 0.5, "start_epoch": 2, "end_epoch": 2}, r"`end_epoch` must be a number > `start_epoch` \(2\) or None, got 2"),
+        (
+            {"final_sparsity": 0.5, "start_epoch": 2, "end_epoch": 2},
+            r"`end_epoch` must be a number > `start_epoch` \(2\) or None, got 2",
+        ),
         (
             {"final_sparsity": 0.5, "start_epoch": 3, "end_epoch": 1.5},
             r"`end_epoch` must be a number > `start_epoch` \(3\) or None, got 1.5",

@@ -18,16 +18,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_compress.training.classification import ClassificationModule
-from lightning_compress.pruning.gradual_magnitude_pruning import GradualMagnitudePruning
 from lightning_compress.models import SmallCNN
-from lightning_compress.sparsity.nm_masks import is_nm_sparse
-from lightning_compress.sparsity.nm_sparsity import NMSparsity
+from lightning_compress.pruning.gradual_magnitude_pruning import GradualMagnitudePruning
 from lightning_compress.quantization import (
     QuantizationAwareTraining,
-    is_prepared,
     convert_to_int4,
     convert_to_int8,
+    is_prepared,
     load_quantized,
     max_pool_on_int8,
     prepare_int4_qat,
@@ -35,6 +32,9 @@ from lightning_compress.quantization import (
     save_quantized,
     set_qat_mode,
 )
+from lightning_compress.sparsity.nm_masks import is_nm_sparse
+from lightning_compress.sparsity.nm_sparsity import NMSparsity
+from lightning_compress.training.classification import ClassificationModule
 
 QUIET = dict(
     accelerator="cpu",
@@ -136,7 +136,10 @@ def test_unexportable_model_fails_before_training_with_a_hint() -> None:
     model = ClassificationModule(DataDependent(), num_classes=2)
     data = DataLoader(TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,))), batch_size=4)
     trainer = L.Trainer(max_epochs=1, callbacks=[QuantizationAwareTraining(verbose=0)], **QUIET)
-    with pytest.raises(RuntimeError, match=r"(?s)DataDependent failed: .*Could not guard.*at File .*, in forward\).*Hint: data-dependent"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"(?s)DataDependent failed: .*Could not guard.*at File .*, in forward\).*Hint: data-dependent",
+    ):
         trainer.fit(model, data)
     assert trainer.global_step == 0
 
@@ -200,7 +203,9 @@ def test_the_network_is_found_without_attribute() -> None:
 def test_an_ambiguous_module_needs_attribute_and_lists_the_candidates() -> None:
     train, _ = loaders()
     trainer = L.Trainer(max_epochs=1, callbacks=[QuantizationAwareTraining(verbose=0)], **QUIET)
-    with pytest.raises(ValueError, match=r"children with parameters are net \(Sequential\), head \(Linear\); pass `attribute="):
+    with pytest.raises(
+        ValueError, match=r"children with parameters are net \(Sequential\), head \(Linear\); pass `attribute="
+    ):
         trainer.fit(_OutsideModule(second_network=True), train)
 
 
@@ -521,4 +526,3 @@ def test_offline_minilm_qat_converts() -> None:
         real = reference(**inputs).logits
     assert count_weight_dequants(reference) == 6 * 6 + 2
     assert (fake - real).abs().max() <= 0.05
-

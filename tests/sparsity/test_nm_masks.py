@@ -90,7 +90,12 @@ def test_dtype_and_device_follow_the_weight() -> None:
     ("shape", "n", "m", "match"),
     [
         ((4, 6), 2, 4, r"a weight of shape \(4, 6\) cannot be made N:M: reduction dim 6 is not a multiple of m=4"),
-        ((4, 1, 3, 3), 2, 4, r"a weight of shape \(4, 1, 3, 3\) cannot be made N:M: reduction dim 9 is not a multiple of m=4"),
+        (
+            (4, 1, 3, 3),
+            2,
+            4,
+            r"a weight of shape \(4, 1, 3, 3\) cannot be made N:M: reduction dim 9 is not a multiple of m=4",
+        ),
         ((8,), 2, 4, r"a weight of shape \(8,\) cannot be made N:M: 1-D weight"),
         ((4, 8), 0, 4, r"`n` must be an int with 0 < n < m \(m=4\), got 0"),
         ((4, 8), 4, 4, r"`n` must be an int with 0 < n < m \(m=4\), got 4"),

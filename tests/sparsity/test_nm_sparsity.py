@@ -1,5 +1,4 @@
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -11,9 +10,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
+from lightning_compress.core.masks import unpack_mask
 from lightning_compress.pruning.gradual_magnitude_pruning import GradualMagnitudePruning
 from lightning_compress.pruning.magnitude import num_to_prune
-from lightning_compress.core.masks import unpack_mask
 from lightning_compress.sparsity.nm_masks import is_nm_sparse, nm_mask
 from lightning_compress.sparsity.nm_sparsity import NMSparsity
 
@@ -219,7 +218,7 @@ def test_dynamic_updates_the_dense_weights_with_the_sparse_point_gradient() -> N
         for n, m in masks.items():
             ref.get_parameter(n).mul_(m)
     nn.functional.cross_entropy(ref(x), y).backward()
-    for i, (name, p) in enumerate(ref.named_parameters()):
+    for name, p in ref.named_parameters():
         grad = p.grad + (0.5 * torch.where(masks[name], 0.0, dense[name]) if name in masks else 0.0)
         expected = dense[name] - 0.1 * grad
         if name in masks:

@@ -23,17 +23,27 @@ def _blobs(n: int = 256, classes: int = 3, seed: int = 0) -> TensorDataset:
 
 
 def _trainer(**kwargs) -> pl.Trainer:
-    return pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
-                      enable_model_summary=False, **kwargs)
+    return pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
 
 
 def test_trains_to_high_accuracy_and_logs_metrics() -> None:
     pl.seed_everything(0)
     data = DataLoader(_blobs(), batch_size=32, shuffle=True)
-    module = ClassificationModule(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)), num_classes=3,
-                                  metrics=["acc", "mcc", "f1"],
-                                  optimizer=partial(torch.optim.AdamW, lr=1e-2),
-                                  scheduler=partial(warmup_lr, warmup=0.1), scheduler_interval="step")
+    module = ClassificationModule(
+        nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)),
+        num_classes=3,
+        metrics=["acc", "mcc", "f1"],
+        optimizer=partial(torch.optim.AdamW, lr=1e-2),
+        scheduler=partial(warmup_lr, warmup=0.1),
+        scheduler_interval="step",
+    )
     trainer = _trainer(max_epochs=5)
     trainer.fit(module, data, DataLoader(_blobs(seed=1), batch_size=64))
     assert trainer.callback_metrics["val/acc"] > 0.9
@@ -58,8 +68,11 @@ class _HFLike(nn.Module):
 
 def test_regression_on_dict_batches_uses_mse_and_correlations() -> None:
     module = ClassificationModule(_HFLike(out=1), num_classes=1, metrics=["pearson", "spearman"])
-    batch = {"input_ids": torch.randint(0, 50, (6, 5)), "attention_mask": torch.ones(6, 5, dtype=torch.long),
-             "labels": torch.linspace(0, 5, 6)}
+    batch = {
+        "input_ids": torch.randint(0, 50, (6, 5)),
+        "attention_mask": torch.ones(6, 5, dtype=torch.long),
+        "labels": torch.linspace(0, 5, 6),
+    }
     inputs, labels = module.split_batch(batch)
     logits = module(inputs)
     assert logits.shape == (6, 1)
@@ -84,9 +97,14 @@ def test_check_num_classes() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"num_classes": 0}, "`num_classes`"), ({"scheduler_interval": "batch"}, "`scheduler_interval` can be"),
-     ({"label_smoothing": 1.0}, "`label_smoothing`"), ({"metrics": ["auc"]}, "got 'auc'"),
-     ({"metrics": ["pearson"]}, "regression"), ({"metrics": []}, "`metrics`")],
+    [
+        ({"num_classes": 0}, "`num_classes`"),
+        ({"scheduler_interval": "batch"}, "`scheduler_interval` can be"),
+        ({"label_smoothing": 1.0}, "`label_smoothing`"),
+        ({"metrics": ["auc"]}, "got 'auc'"),
+        ({"metrics": ["pearson"]}, "regression"),
+        ({"metrics": []}, "`metrics`"),
+    ],
 )
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

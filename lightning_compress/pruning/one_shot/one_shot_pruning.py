@@ -34,7 +34,8 @@ class OneShotPruning(MaskingCallback):
     r"""Prune the model in one shot when ``fit`` starts, then keep the pruned weights at exactly zero.
 
     In ``on_fit_start`` (the model is on its device, before any step and before the sanity check) the weights selected
-    by ``filter_fn`` are pruned with :func:`~lightning_compress.pruning.one_shot.prune.one_shot_prune`, calibrated on the
+    by ``filter_fn`` are pruned with :func:`~lightning_compress.pruning.one_shot.prune.one_shot_prune`, calibrated on
+    the
     first ``calibration_batches`` batches of ``dataloader`` (default: the trainer's train dataloader, as ``fit`` was
     given it). The masks go to the shared masking core (:class:`~lightning_compress.core.masks.ParameterMasks`):
     gradients of pruned weights are zeroed before every optimizer step and the weights kept at zero after it, so a
@@ -58,7 +59,8 @@ class OneShotPruning(MaskingCallback):
         blocks: Blocks to process one after another: ``"auto"``, a qualified name, or None (see
             :func:`~lightning_compress.pruning.one_shot.prune.one_shot_prune`).
         forward_fn: ``forward_fn(model, batch)``; default: for a LightningModule ``model(inputs)``, for other modules
-            :func:`~lightning_compress.pruning.one_shot.prune.default_forward`; ``inputs`` is the batch without its labels
+            :func:`~lightning_compress.pruning.one_shot.prune.default_forward`; ``inputs`` is the batch without its
+            labels
             (a dict without ``labels``, or the first item of a tuple).
         blocksize: SparseGPT's lazy-update block, >= 1 (a multiple of ``m`` for N:M).
         percdamp: SparseGPT's dampening, a fraction of the mean Hessian diagonal, >= 0.
@@ -207,7 +209,6 @@ class OneShotPruning(MaskingCallback):
                 rank_zero_info(f"  {name}: 0.00% -> {value:.2%}")
 
 
-
 def _lightning_forward(module: nn.Module, batch: Any) -> Any:
     """A LightningModule's ``forward(inputs)``: the batch without its labels, as one argument."""
     return call_on_batch(module, batch, whole_inputs=True)
@@ -218,7 +219,9 @@ def _train_dataloader(trainer: pl.Trainer) -> Iterable[Any]:
     try:
         loader = stage_dataloader(trainer, "fit")
     except ValueError as err:
-        raise ValueError("OneShotPruning needs calibration data: pass `dataloader=` or give `fit` a train dataloader") from err
+        raise ValueError(
+            "OneShotPruning needs calibration data: pass `dataloader=` or give `fit` a train dataloader"
+        ) from err
     if hasattr(loader, "__len__") and len(loader) == 0:
         raise ValueError("`dataloader` is empty: the train dataloader gives no calibration batch")
     return loader

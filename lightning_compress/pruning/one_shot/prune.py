@@ -3,7 +3,8 @@ or N:M, with no retraining.
 
 :func:`one_shot_prune` gathers the inputs of every selected Linear / Conv layer with forward hooks
 (:mod:`~lightning_compress.pruning.one_shot.calibration`), prunes each layer with the chosen method
-(:func:`~lightning_compress.pruning.one_shot.wanda.wanda_mask`, :func:`~lightning_compress.pruning.one_shot.sparsegpt.sparsegpt_prune`, or plain
+(:func:`~lightning_compress.pruning.one_shot.wanda.wanda_mask`,
+:func:`~lightning_compress.pruning.one_shot.sparsegpt.sparsegpt_prune`, or plain
 magnitude, which needs no data), writes the pruned weights in place and returns the masks.
 
 Transformers are processed block after block, each calibrated on the outputs of the already-pruned blocks before
@@ -131,7 +132,8 @@ def one_shot_prune(
         blocks: ``"auto"`` (:func:`find_repeated_blocks`), the qualified name of an ``nn.ModuleList`` /
             ``nn.Sequential`` whose children the model calls one after another, each on the previous one's output
             (the first positional argument, or ``hidden_states``), or None for one pass of the whole model.
-        forward_fn: ``forward_fn(model, batch)`` runs the model on a batch; default :func:`~lightning_compress.core.batches.call_on_batch`.
+        forward_fn: ``forward_fn(model, batch)`` runs the model on a batch; default
+        :func:`~lightning_compress.core.batches.call_on_batch`.
         blocksize: SparseGPT's columns per lazy-update block, >= 1 (a multiple of ``m`` for N:M).
         percdamp: SparseGPT's dampening, a fraction of the mean Hessian diagonal, >= 0.
 

@@ -26,8 +26,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -204,14 +204,14 @@ def calibrate_sequentially(
 
     for block, block_names in zip(container, in_block):
 
-        def run_block(b: nn.Module = block) -> None:
-            for batch, (args, kwargs) in zip(batches, inputs):
+        def run_block(b: nn.Module = block, calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = inputs) -> None:
+            for batch, (args, kwargs) in zip(batches, calls):
                 calibration.set_batch(batch)
                 b(*args, **kwargs)
 
         calibration.run(block_names, run_block)
         inputs = [_with_hidden(args, kwargs, _first_tensor(block(*args, **kwargs))) for args, kwargs in inputs]
-    del inputs
+    inputs.clear()  # the last block's outputs: free them before the layers after the blocks run
 
     after = [name for name in outer if name not in before]
     if after:

@@ -4,7 +4,12 @@ CNNs, scored by the gradient of a gate per unit and removed by slicing the weigh
 
 from lightning_compress.pruning.structured.channels import prune_channels, remove_channels
 from lightning_compress.pruning.structured.report import StructuredPruningReport
-from lightning_compress.pruning.structured.transformer import prune_ffn_neurons, prune_heads, remove_ffn_neurons, remove_heads
+from lightning_compress.pruning.structured.transformer import (
+    prune_ffn_neurons,
+    prune_heads,
+    remove_ffn_neurons,
+    remove_heads,
+)
 
 __all__ = [
     "StructuredPruningReport",

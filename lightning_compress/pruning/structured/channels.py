@@ -10,7 +10,8 @@ A channel group is a conv and its batch norm that produce channels, and the laye
 
 The residual widths (a block's input and output, the downsample path) are never touched, so every skip connection
 keeps its shape. Importance is ``|dL/dgate|`` of a gate of 1.0 per channel on the consumer's input, summed over
-calibration batches (:mod:`~lightning_compress.pruning.structured.unit_gates`); each group loses ``floor(fraction * channels)`` channels of
+calibration batches (:mod:`~lightning_compress.pruning.structured.unit_gates`); each group loses ``floor(fraction *
+channels)`` channels of
 lowest importance. The pruned network computes exactly what the original computes with those channels of the
 consumer's input set to 0.
 
@@ -119,8 +120,8 @@ def channel_groups(model: nn.Module) -> dict[str, ChannelGroup]:
             groups[f"{name}.{conv}" if name else conv] = group
     if not groups:
         raise ValueError(
-            "`model` must be a SmallCNN or hold torchvision ResNet BasicBlock/Bottleneck blocks (resnet18 ... resnet152,"
-            f" wide_resnet50_2, ...), got {type(model).__name__}"
+            "`model` must be a SmallCNN or hold torchvision ResNet BasicBlock/Bottleneck blocks (resnet18 ...,"
+            f" resnet152, wide_resnet50_2, ...), got {type(model).__name__}"
         )
     return groups
 
@@ -129,14 +130,27 @@ def channel_gates(model: nn.Module) -> dict[str, UnitGate]:
     """A gate per channel of every group, on the consumer's input (``(B, C, H, W)``, or ``(B, C * H * W)`` for a
     Linear consumer)."""
     return {
-        name: UnitGate(g.consumer, g.channels, g.features_per_channel, dim=1 if isinstance(g.consumer, nn.Conv2d) else -1)
+        name: UnitGate(
+            g.consumer, g.channels, g.features_per_channel, dim=1 if isinstance(g.consumer, nn.Conv2d) else -1
+        )
         for name, g in channel_groups(model).items()
     }
 
 
 def _conv_like(conv: nn.Conv2d, in_channels: int, out_channels: int) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
-                     conv.bias is not None, conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype)  # fmt: skip
+    return nn.Conv2d(
+        in_channels,
+        out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+        conv.padding_mode,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
 
 
 @torch.no_grad()
@@ -203,7 +217,8 @@ def remove_channels(model: nn.Module, keep: Mapping[str, Sequence[int]]) -> nn.M
         n = group.channels
         if index.numel() == 0 or index.unique().numel() != index.numel() or index.min() < 0 or index.max() >= n:
             raise ValueError(
-                f"`keep[{name!r}]` must be distinct channel indices in [0, {n - 1}], at least one, got {list(indices)!r}"
+                f"`keep[{name!r}]` must be distinct channel indices in [0, {n - 1}], at least one,"
+                f" got {list(indices)!r}"
             )
         new = _slice_group(group, index.sort().values)
         for old, replacement in zip((group.conv, group.bn, group.consumer), new):
@@ -234,7 +249,8 @@ def prune_channels(
 
     Args:
         model: A ResNet made of torchvision ``BasicBlock`` / ``Bottleneck`` blocks, or a ``SmallCNN``; not modified,
-            so it can serve as the teacher of a :class:`~lightning_compress.distillation.distillation_module.DistillationModule` fine-tune.
+            so it can serve as the teacher of a
+            :class:`~lightning_compress.distillation.distillation_module.DistillationModule` fine-tune.
         fraction: Share of each group's channels to remove, in [0, 1); ``0`` returns an unpruned copy.
         dataloader: Calibration batches: ``(images, labels)`` pairs, or anything ``loss_fn`` takes.
         loss_fn: ``(model, batch) -> scalar loss``; cross-entropy on the labels when omitted.
@@ -267,4 +283,3 @@ def prune_channels(
     report = StructuredPruningReport("channels", fraction, kept, removed, num_parameters(model), num_parameters(pruned),
                                      counted.count, scores)  # fmt: skip
     return pruned, report
-

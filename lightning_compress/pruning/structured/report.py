@@ -1,5 +1,6 @@
 """What a structured pruning did: the report returned with the smaller model, and the argument checks shared by
-:func:`~lightning_compress.pruning.structured.transformer.prune_heads`, :func:`~lightning_compress.pruning.structured.transformer.prune_ffn_neurons`
+:func:`~lightning_compress.pruning.structured.transformer.prune_heads`,
+:func:`~lightning_compress.pruning.structured.transformer.prune_ffn_neurons`
 and :func:`~lightning_compress.pruning.structured.channels.prune_channels`.
 
 Example:
@@ -10,8 +11,8 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from torch import Tensor, nn
@@ -31,7 +32,8 @@ class StructuredPruningReport:
         params_before: Parameter count of the original model.
         params_after: Parameter count of the pruned model.
         batches: Calibration batches used for the importance scores.
-        scores: Layer name -> importance of every original unit (``|dL/dgate|`` summed over batches), shape ``(units,)``.
+        scores: Layer name -> importance of every original unit (``|dL/dgate|`` summed over batches), shape
+        ``(units,)``.
     """
 
     kind: str
@@ -69,7 +71,8 @@ class StructuredPruningReport:
     def __str__(self) -> str:
         change = 100.0 * (self.params_after - self.params_before) / max(self.params_before, 1)
         return (
-            f"Pruned {self.units_removed}/{self.units_before} {self.kind.replace('_', ' ')} (fraction {self.fraction:g}) "
+            f"Pruned {self.units_removed}/{self.units_before} {self.kind.replace('_', ' ')}"
+            f" (fraction {self.fraction:g}) "
             f"from {self.batches} calibration batches; parameters: {self.params_before:,} -> {self.params_after:,} "
             f"({change:+.2f}%)"
         )
@@ -104,7 +107,9 @@ def check_max_batches(max_batches: Optional[int]) -> None:
     Raises:
         ValueError: Otherwise.
     """
-    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1):
+    if max_batches is not None and (
+        isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
+    ):
         raise ValueError(f"`max_batches` must be None (all batches) or an int >= 1, got {max_batches!r}")
 
 

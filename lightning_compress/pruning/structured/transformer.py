@@ -2,7 +2,8 @@
 so the result is a smaller dense model.
 
 Importance is ``|dL/dgate|`` of a gate of 1.0 per head (on the head's slice of the attention output projection's input)
-or per FFN neuron (on the FFN output layer's input), summed over calibration batches (:mod:`~lightning_compress.pruning.structured.unit_gates`).
+or per FFN neuron (on the FFN output layer's input), summed over calibration batches
+(:mod:`~lightning_compress.pruning.structured.unit_gates`).
 Each layer loses ``floor(fraction * units)`` units of lowest importance.
 
 Slicing a head removes its rows of the query, key and value projections and its columns of the attention output
@@ -14,9 +15,11 @@ Saving and loading without this library:
 * FFN neurons: ``config.intermediate_size`` is updated (the same count in every layer), so ``save_pretrained`` and a
   plain ``from_pretrained`` of the original class reload it.
 * Heads: transformers 5 has no head pruning (no ``pruned_heads``, no ``prune_heads``, no ``head_mask``), and its
-  ``BertSelfAttention`` sets the head size to ``hidden_size / num_attention_heads``, so no plain ``BertConfig`` describes
+  ``BertSelfAttention`` sets the head size to ``hidden_size / num_attention_heads``, so no plain ``BertConfig``
+  describes
   a BERT with fewer heads of the same size. A head-pruned ``BertModel`` / ``BertFor{SequenceClassification,
-  TokenClassification,MaskedLM}`` is returned as the matching class of :mod:`~lightning_compress.pruning.structured.pruned_bert`
+  TokenClassification,MaskedLM}`` is returned as the matching class of
+  :mod:`~lightning_compress.pruning.structured.pruned_bert`
   (a subclass, with ``config.attention_heads_per_layer``); its ``save_pretrained`` writes that file next to the weights,
   and ``AutoModelFor...from_pretrained(folder, trust_remote_code=True)`` reloads it with plain transformers. Other
   BERT-family classes (RoBERTa, ELECTRA, ...) are sliced in place of their own class: they run, and save whole with
@@ -107,7 +110,9 @@ def head_gates(model: nn.Module) -> dict[str, UnitGate]:
     gates = {}
     for name, layer in transformer_layers(model).items():
         attention = layer.attention.self
-        gates[name] = UnitGate(layer.attention.output.dense, attention.num_attention_heads, attention.attention_head_size)
+        gates[name] = UnitGate(
+            layer.attention.output.dense, attention.num_attention_heads, attention.attention_head_size
+        )
     return gates
 
 
@@ -151,7 +156,8 @@ def _check_keep(keep: Mapping[str, Sequence[int]], layers: Mapping[str, nn.Modul
 
 
 def _pruned_bert_class(model: nn.Module) -> Optional[type]:
-    """The :mod:`~lightning_compress.pruning.structured.pruned_bert` class for a BERT class (``None`` for other models)."""
+    """The :mod:`~lightning_compress.pruning.structured.pruned_bert` class for a BERT class (``None`` for other
+    models)."""
     try:
         from lightning_compress import pruned_bert
     except ImportError:  # pragma: no cover - transformers missing
@@ -190,7 +196,8 @@ def remove_heads(model: nn.Module, keep: Mapping[str, Sequence[int]]) -> nn.Modu
     Returns:
         The smaller model: query/key/value have ``kept * head_size`` outputs, the attention output projection as many
         inputs, and ``config.attention_heads_per_layer`` lists the heads of each layer. BERT classes come back as
-        their :mod:`~lightning_compress.pruning.structured.pruned_bert` subclass (see the module docstring). Every parameter requires
+        their :mod:`~lightning_compress.pruning.structured.pruned_bert` subclass (see the module docstring). Every
+        parameter requires
         grad (a student to fine-tune, even when ``model`` is a frozen teacher).
 
     Raises:
@@ -297,7 +304,8 @@ def prune_heads(
 
     Args:
         model: A BERT-family Hugging Face model (see :func:`transformer_layers`); not modified, so it can serve as the
-            teacher of a :class:`~lightning_compress.distillation.distillation_module.DistillationModule` fine-tune of the result.
+            teacher of a :class:`~lightning_compress.distillation.distillation_module.DistillationModule` fine-tune of
+            the result.
         fraction: Share of each layer's heads to remove, in [0, 1); ``0`` returns an unpruned copy.
         dataloader: Calibration batches: mappings with ``labels`` (``model(**batch)``, e.g. a
             :class:`~lightning_compress.data.GLUEDataModule` loader) or ``(inputs, labels)`` pairs; or anything
@@ -309,7 +317,8 @@ def prune_heads(
     Returns:
         ``(pruned_model, report)``. The model is in the original's mode, dtype and device, every parameter
         requiring grad (ready to fine-tune, e.g. with the original as teacher); BERT classes come back as
-        their :mod:`~lightning_compress.pruning.structured.pruned_bert` subclass, which ``save_pretrained`` saves with its code (reload
+        their :mod:`~lightning_compress.pruning.structured.pruned_bert` subclass, which ``save_pretrained`` saves with
+        its code (reload
         with ``AutoModelFor...from_pretrained(folder, trust_remote_code=True)``).
 
     Raises:

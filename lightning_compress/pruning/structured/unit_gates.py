@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -130,7 +130,8 @@ def default_loss(model: nn.Module, batch: Any) -> Tensor:
         output = model(inputs)
     else:
         raise ValueError(
-            f"a calibration batch must be an (inputs, labels) pair or a mapping with `labels`, got {type(batch).__name__}"
+            "a calibration batch must be an (inputs, labels) pair or a mapping with `labels`,"
+            f" got {type(batch).__name__}"
             " (or pass `loss_fn`)"
         )
     logits = output.logits if hasattr(output, "logits") else output
@@ -184,7 +185,9 @@ def gate_importance(
                 loss = loss_fn(model, move_data_to_device(batch, device))
                 value = float(loss.detach())
                 if not math.isfinite(value):
-                    raise ValueError(f"the calibration loss of batch {batches} is {value}; check the model and the data")
+                    raise ValueError(
+                        f"the calibration loss of batch {batches} is {value}; check the model and the data"
+                    )
                 grads = torch.autograd.grad(loss, values, allow_unused=True)
                 for name, grad in zip(gates, grads):
                     if grad is not None:

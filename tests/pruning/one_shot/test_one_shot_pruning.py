@@ -14,10 +14,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_compress.pruning.one_shot.calibration import InputStatistics
-from lightning_compress.sparsity.nm_masks import is_nm_sparse
-from lightning_compress.pruning.one_shot.prune import find_repeated_blocks, one_shot_prune
 from lightning_compress.pruning.one_shot.one_shot_pruning import OneShotPruning
+from lightning_compress.pruning.one_shot.prune import find_repeated_blocks, one_shot_prune
 from lightning_compress.pruning.one_shot.sparsegpt import sparsegpt_prune
+from lightning_compress.sparsity.nm_masks import is_nm_sparse
 
 QUIET: dict[str, Any] = dict(
     accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
@@ -101,6 +101,7 @@ def test_blocks_are_pruned_one_after_another() -> None:
     # reference: block i calibrated on the outputs of pruned blocks < i
     reference = _Stack()
     with torch.no_grad():
+
         def prune(layer: nn.Linear, run) -> None:
             stats = InputStatistics(layer, hessian=True)
             run()
@@ -161,7 +162,10 @@ def test_padding_tokens_are_not_calibration_data() -> None:
     mask = torch.ones(2, 10, dtype=torch.long)
     ids[1, 6:], mask[1, 6:] = 0, 0  # the second sentence has 6 tokens, padded to 10
     padded = [{"input_ids": ids, "attention_mask": mask}]
-    alone = [{"input_ids": ids[:1], "attention_mask": mask[:1]}, {"input_ids": ids[1:, :6], "attention_mask": mask[1:, :6]}]
+    alone = [
+        {"input_ids": ids[:1], "attention_mask": mask[:1]},
+        {"input_ids": ids[1:, :6], "attention_mask": mask[1:, :6]},
+    ]
     a = one_shot_prune(padded_model, padded, method="wanda", sparsity=0.5, skip_classifier=True)
     b = one_shot_prune(alone_model, alone, method="wanda", sparsity=0.5, skip_classifier=True)
     assert a.masks.keys() == b.masks.keys() and all(torch.equal(a.masks[k], b.masks[k]) for k in a.masks)
@@ -295,8 +299,9 @@ def test_callback_resume_restores_the_masks_without_pruning_again(tmp_path) -> N
     trainer.fit(module, _loader())
     masks = [mask.clone() for mask in first.masks.masks]
 
-    resumed = OneShotPruning(method="sparsegpt", sparsity=0.5, calibration_batches=2, verbose=0,
-                             dataloader=[])  # fmt: skip  (would fail if it pruned again)
+    resumed = OneShotPruning(
+        method="sparsegpt", sparsity=0.5, calibration_batches=2, verbose=0, dataloader=[]
+    )  # fmt: skip  (would fail if it pruned again)
     fresh = _Classifier()
     trainer = L.Trainer(max_epochs=2, callbacks=[resumed, ModelCheckpoint(dirpath=tmp_path / "2")],
                         **{**QUIET, "enable_checkpointing": True})  # fmt: skip

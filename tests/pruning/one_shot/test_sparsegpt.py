@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from lightning_compress.pruning.magnitude import magnitude_mask
-from lightning_compress.sparsity.nm_masks import is_nm_sparse, nm_mask
 from lightning_compress.pruning.one_shot.sparsegpt import inverse_hessian_cholesky, sparsegpt_prune
 from lightning_compress.pruning.one_shot.wanda import wanda_mask
+from lightning_compress.sparsity.nm_masks import is_nm_sparse, nm_mask
 
 
 @pytest.fixture(scope="module")

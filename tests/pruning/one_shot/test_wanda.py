@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lightning_compress.pruning.magnitude import magnitude_mask
-from lightning_compress.sparsity.nm_masks import is_nm_sparse, nm_mask
 from lightning_compress.pruning.one_shot.wanda import wanda_mask, wanda_scores
+from lightning_compress.sparsity.nm_masks import is_nm_sparse, nm_mask
 
 
 def _reference(w: torch.Tensor, norms: torch.Tensor, sparsity: float) -> torch.Tensor:

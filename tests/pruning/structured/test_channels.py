@@ -12,8 +12,13 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from lightning_compress.pruning.structured.channels import channel_gates, channel_groups, prune_channels, remove_channels
 from lightning_compress.models import SmallCNN
+from lightning_compress.pruning.structured.channels import (
+    channel_gates,
+    channel_groups,
+    prune_channels,
+    remove_channels,
+)
 from lightning_compress.pruning.structured.report import num_parameters
 from lightning_compress.pruning.structured.unit_gates import gated
 

@@ -7,7 +7,13 @@ import torch
 from torch import nn
 
 from lightning_compress.pruning.structured.report import BatchCounter, StructuredPruningReport, check_prune_fraction
-from lightning_compress.pruning.structured.unit_gates import UnitGate, default_loss, gate_importance, gated, units_to_keep
+from lightning_compress.pruning.structured.unit_gates import (
+    UnitGate,
+    default_loss,
+    gate_importance,
+    gated,
+    units_to_keep,
+)
 
 
 def test_gate_of_one_is_identity_and_zero_removes_a_group() -> None:
@@ -47,7 +53,10 @@ def test_units_to_keep_and_counts() -> None:
 
 def test_report_and_counter() -> None:
     report = StructuredPruningReport("ffn_neurons", 0.5, {"a": [0, 1]}, {"a": [2, 3]}, 100, 60, 2)
-    assert str(report) == "Pruned 2/4 ffn neurons (fraction 0.5) from 2 calibration batches; parameters: 100 -> 60 (-40.00%)"
+    assert (
+        str(report)
+        == "Pruned 2/4 ffn neurons (fraction 0.5) from 2 calibration batches; parameters: 100 -> 60 (-40.00%)"
+    )
     assert report.to_dict()["units_removed"] == 2
     counter = BatchCounter(range(5))
     assert list(counter) == list(range(5)) and counter.count == 5
