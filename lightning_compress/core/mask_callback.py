@@ -5,7 +5,7 @@ gradients at zero, save and restore the masks exactly, and let go of the optimiz
 A subclass (:class:`~lightning_compress.GradualMagnitudePruning`, :class:`~lightning_compress.NMSparsity`,
 :class:`~lightning_compress.OneShotPruning`) fills in:
 
-* :meth:`~MaskingCallback._config`: the constructor arguments that identify it (its ``state_key``);
+* ``_CONFIG``: the names of the constructor arguments that identify it (its ``state_key``);
 * :meth:`~MaskingCallback._select`: the weights to mask, by name;
 * :meth:`~MaskingCallback._due` and :meth:`~MaskingCallback._update`: when and how the masks change;
 * :meth:`~MaskingCallback._extra_state` / :meth:`~MaskingCallback._load_extra_state` /
@@ -35,14 +35,13 @@ __all__ = ["MaskingCallback"]
 class MaskingCallback(Callback):
     """A callback that holds :class:`ParameterMasks` (``None`` until ``fit`` starts); see the module docstring."""
 
+    _CONFIG: tuple[str, ...] = ()  # the constructor arguments that tell two instances apart
     _masks: Optional[ParameterMasks] = None
     _pending_state: Optional[dict[str, Any]] = None
     _last_update_step: int = -1
+    _skipped: dict[str, str] = {}
 
     # ----------------------------------------------------------------------------------- what a subclass defines
-    def _config(self) -> dict[str, Any]:
-        """The constructor arguments that tell two instances apart (they make the ``state_key``)."""
-        raise NotImplementedError
 
     def _select(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, nn.Parameter]:
         """The weights to mask, by name relative to the compression target (called in ``on_fit_start``)."""
@@ -75,6 +74,15 @@ class MaskingCallback(Callback):
     def masks(self) -> Optional[ParameterMasks]:
         """The masks, once ``fit`` has started."""
         return self._masks
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """The selected weights left dense, with the reason, once ``fit`` has started."""
+        return dict(self._skipped)
+
+    def _config(self) -> dict[str, Any]:
+        """``_CONFIG``'s arguments and values (a callable by its qualified name): what makes the ``state_key``."""
+        return {name: _described(getattr(self, name)) for name in self._CONFIG}
 
     @property
     @override
@@ -159,3 +167,7 @@ class MaskingCallback(Callback):
         """Remove the masks' optimizer hooks (the masks and the zeros they made stay)."""
         if self._masks is not None:
             self._masks.detach()
+
+
+def _described(value: Any) -> Any:
+    return getattr(value, "__qualname__", None) if callable(value) else value

@@ -75,6 +75,17 @@ class GradualMagnitudePruning(MaskingCallback):
         >>> trainer = L.Trainer(max_epochs=12, callbacks=[pruning])
     """
 
+    _CONFIG = (
+        "final_sparsity",
+        "initial_sparsity",
+        "start_epoch",
+        "end_epoch",
+        "scope",
+        "filter_fn",
+        "skip_first_conv",
+        "skip_classifier",
+    )
+
     def __init__(
         self,
         final_sparsity: float,
@@ -110,19 +121,6 @@ class GradualMagnitudePruning(MaskingCallback):
         self._end_step = 0
         self._last_step = 0  # the last optimizer step of the run: the final target applies from min(end, last) on
         self._sparsity = 0.0  # the target sparsity of the current masks
-
-    @override
-    def _config(self) -> dict[str, Any]:
-        return {
-            "final_sparsity": self.final_sparsity,
-            "initial_sparsity": self.initial_sparsity,
-            "start_epoch": self.start_epoch,
-            "end_epoch": self.end_epoch,
-            "scope": self.scope,
-            "filter_fn": getattr(self.filter_fn, "__qualname__", None),
-            "skip_first_conv": self.skip_first_conv,
-            "skip_classifier": self.skip_classifier,
-        }
 
     @property
     def current_sparsity(self) -> float:

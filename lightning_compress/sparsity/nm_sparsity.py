@@ -101,6 +101,8 @@ class NMSparsity(MaskingCallback):
         >>> trainer = L.Trainer(max_epochs=12, callbacks=[sparsity])
     """
 
+    _CONFIG = ("n", "m", "policy", "start_epoch", "ramp_epochs", "filter_fn", "skip_first_conv", "skip_classifier")
+
     def __init__(
         self,
         n: int = 2,
@@ -142,24 +144,6 @@ class NMSparsity(MaskingCallback):
         self._start_step = 0
         self._full_step = 0  # the step from which every group is N:M
         self._fraction = 0.0  # fraction of the groups that the current masks make N:M
-
-    @override
-    def _config(self) -> dict[str, Any]:
-        return {
-            "n": self.n,
-            "m": self.m,
-            "policy": self.policy,
-            "start_epoch": self.start_epoch,
-            "ramp_epochs": self.ramp_epochs,
-            "filter_fn": getattr(self.filter_fn, "__qualname__", None),
-            "skip_first_conv": self.skip_first_conv,
-            "skip_classifier": self.skip_classifier,
-        }
-
-    @property
-    def skipped(self) -> dict[str, str]:
-        """The selected weights left dense, with the reason, once ``fit`` has started."""
-        return dict(self._skipped)
 
     @property
     def fraction(self) -> float:

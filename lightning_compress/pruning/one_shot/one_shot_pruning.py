@@ -77,6 +77,8 @@ class OneShotPruning(MaskingCallback):
         >>> trainer = L.Trainer(max_epochs=1, callbacks=[pruning])
     """
 
+    _CONFIG = ("method", "sparsity", "n", "m", "filter_fn", "skip_first_conv", "skip_classifier")
+
     def __init__(
         self,
         method: str = "sparsegpt",
@@ -119,23 +121,6 @@ class OneShotPruning(MaskingCallback):
 
         self._skipped: dict[str, str] = {}
         self._seconds = 0.0
-
-    @override
-    def _config(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "sparsity": self.sparsity,
-            "n": self.n,
-            "m": self.m,
-            "filter_fn": getattr(self.filter_fn, "__qualname__", None),
-            "skip_first_conv": self.skip_first_conv,
-            "skip_classifier": self.skip_classifier,
-        }
-
-    @property
-    def skipped(self) -> dict[str, str]:
-        """The selected weights left dense, with the reason, once pruned."""
-        return dict(self._skipped)
 
     # ------------------------------------------------------------------------------------------------------ hooks
     @override
