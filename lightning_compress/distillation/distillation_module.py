@@ -21,12 +21,13 @@ from typing import Any, Optional, Union
 
 import lightning.pytorch as pl
 import torch
-from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lightning_compress.core.batches import first_batch, move_data_to_device
 from lightning_compress.core.target import compression_target, find_network
+from lightning_compress.core.validation import is_int
 from lightning_compress.distillation.features import (
     FeatureCapture,
     FeaturePair,
@@ -93,7 +94,8 @@ class DistillationModule(pl.LightningModule):
         teacher_cache: ``False`` (run the teacher on every batch), ``True`` (keep its logits in memory after computing
             each example once) or a folder (also keep them on disk, shared by every job using this teacher): see
             :mod:`~lightning_compress.distillation.teacher_cache`. Logits only: not with ``features``.
-        num_classes: The label count, for a bare ``nn.Module`` student only.
+        num_classes: The label count, for a bare ``nn.Module`` student only; None: read from the width of its logits on
+            the first batch, in ``setup`` (or by :meth:`prepare`).
         optimizer: An optimizer factory ``params -> Optimizer``, for a bare ``nn.Module`` student only (AdamW(1e-3)
             when omitted).
 
@@ -219,6 +221,8 @@ class DistillationModule(pl.LightningModule):
         Raises:
             ValueError: If the teacher and the student output different label counts, or a projection cannot be built.
         """
+        if getattr(self.student, "num_classes", 0) is None:
+            self.student.check_num_classes(move_data_to_device(batch, self.device))
         inputs, _ = self.student.split_batch(batch)
         inputs = move_data_to_device(_head(inputs, 2), self.device)
         was_training = self.student.training
@@ -257,8 +261,9 @@ class DistillationModule(pl.LightningModule):
     # ---------------------------------------------------------------------------------------------------- hooks
     @override
     def setup(self, stage: str) -> None:
-        if stage == "fit" and not self._prepared:
-            self.prepare(self._first_training_batch())
+        needs_classes = getattr(self.student, "num_classes", 0) is None  # a bare student: read from its logits
+        if (stage == "fit" and not self._prepared) or needs_classes:
+            self.prepare(self._first_batch(stage))
 
     @override
     def on_train_start(self) -> None:
@@ -413,16 +418,15 @@ class DistillationModule(pl.LightningModule):
         # Outside inference mode: copies are ordinary tensors, which autograd may save for the backward pass.
         return logits.to(torch.float32, copy=True), {k: v.to(torch.float32, copy=True) for k, v in captured.items()}
 
-    def _first_training_batch(self) -> Any:
-        """One batch of the train dataloader, drawn without touching the global RNG state."""
+    def _first_batch(self, stage: str) -> Any:
+        """One batch of the stage's dataloader, drawn without touching the global RNG state."""
         try:
-            loader = self.trainer.fit_loop._data_source.dataloader()
-            with torch.random.fork_rng(devices=[]):
-                return next(iter(loader))
+            return first_batch(self.trainer, stage)
         except Exception as err:
             raise RuntimeError(
-                "feature distillation builds its projections from one training batch, which could not be read from "
-                "the train dataloader; call `module.prepare(next(iter(train_loader)))` before `trainer.fit`"
+                f"the distillation module checks the label counts and builds its feature projections from one batch,"
+                f" which could not be read from the {stage} dataloader ({err}); call"
+                " `module.prepare(next(iter(train_loader)))` before `trainer.fit`"
             ) from err
 
 
@@ -431,7 +435,6 @@ def _classification_student(
 ) -> ClassificationModule:
     # Built outside `DistillationModule.__init__`: Lightning's `save_hyperparameters` walks up the `__init__` frames of
     # enclosing LightningModules and would record the student and teacher modules as the wrapper's hyperparameters.
-    assert num_classes is not None
     return ClassificationModule(model, num_classes=num_classes, optimizer=optimizer)
 
 
@@ -485,10 +488,10 @@ def _validate(
         if num_classes is not None:
             errors.append(f"`num_classes` is for a bare nn.Module student; this student has its own, got {num_classes}")
     elif isinstance(student, nn.Module):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        if num_classes is not None and not (is_int(num_classes) and num_classes >= 2):
             errors.append(
-                f"`num_classes` must be an int >= 2 when `student` is a bare nn.Module ({type(student).__name__}), "
-                f"got {num_classes!r}"
+                f"`num_classes` must be an int >= 2 or None (read from the logits) when `student` is a bare nn.Module"
+                f" ({type(student).__name__}), got {num_classes!r}"
             )
     else:
         errors.append(f"`student` must be an nn.Module or a ClassificationModule, got {type(student).__name__}")

@@ -15,6 +15,9 @@ from torchmetrics.classification import BinaryF1Score, MatthewsCorrCoef, Multicl
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 from typing_extensions import override
 
+from lightning_compress.core.batches import first_batch
+from lightning_compress.core.validation import ArgumentErrors
+
 __all__ = ["ClassificationModule", "task_metrics", "METRIC_NAMES"]
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -69,7 +72,9 @@ class ClassificationModule(pl.LightningModule):
 
     Args:
         model: any ``nn.Module`` mapping inputs to logits of shape ``(B, num_classes)``.
-        num_classes: classes of the task; 1 means regression (MSE loss, labels float ``(B,)``).
+        num_classes: classes of the task; 1 means regression (MSE loss, labels float ``(B,)``). None: read from the
+            width of the model's logits on the first batch of the stage's dataloader, in ``setup`` (or by
+            :meth:`check_num_classes`); the metrics are built then.
         metrics: metric names (see ``task_metrics``), the primary one first.
         optimizer: a factory ``params -> Optimizer`` (a ``functools.partial`` or a Hydra ``_partial_`` node);
             AdamW(lr=1e-3) when omitted.
@@ -90,7 +95,7 @@ class ClassificationModule(pl.LightningModule):
     def __init__(
         self,
         model: nn.Module,
-        num_classes: int,
+        num_classes: int | None = None,
         metrics: Sequence[str] = ("acc",),
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
@@ -98,25 +103,35 @@ class ClassificationModule(pl.LightningModule):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"`num_classes` must be a positive integer, got {num_classes!r}")
-        if scheduler_interval not in _INTERVALS:
-            raise ValueError(f"`scheduler_interval` can be {' or '.join(_INTERVALS)}, got {scheduler_interval!r}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing}")
-        metrics = tuple(metrics)
-        if not metrics:
-            raise ValueError("`metrics` must name at least one metric, got an empty list")
+        errors = ArgumentErrors()
+        errors.int("num_classes", num_classes, optional=True)
+        errors.one_of("scheduler_interval", scheduler_interval, _INTERVALS)
+        errors.interval("label_smoothing", label_smoothing, 0, 1, "[)")
+        if isinstance(metrics, str):
+            errors.add(f"`metrics` must be a list of metric names, got the string {metrics!r} (write [{metrics!r}])")
+        elif errors.require(len(tuple(metrics)) > 0, "metrics", "a list of at least one metric name", metrics):
+            for name in metrics:
+                errors.one_of("metrics", name, METRIC_NAMES)
+        errors.raise_if_any()
         self.model = model
-        self.num_classes = num_classes
-        self.metric_names = metrics
+        self.num_classes: int | None = None
+        self.metric_names = tuple(metrics)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
         self.label_smoothing = label_smoothing
-        self.val_metrics = task_metrics(metrics, num_classes).clone(prefix="val/")
-        self.test_metrics = task_metrics(metrics, num_classes).clone(prefix="test/")
+        self.val_metrics: MetricCollection | None = None
+        self.test_metrics: MetricCollection | None = None
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
+        if num_classes is not None:
+            self._set_num_classes(num_classes)
+
+    def _set_num_classes(self, num_classes: int) -> None:
+        """Fix the class count and build the metrics for it (checked against the metric names)."""
+        self.val_metrics = task_metrics(self.metric_names, num_classes).clone(prefix="val/")
+        self.test_metrics = task_metrics(self.metric_names, num_classes).clone(prefix="test/")
+        self.num_classes = num_classes
+        self.hparams["num_classes"] = num_classes
 
     @property
     def is_regression(self) -> bool:
@@ -148,12 +163,8 @@ class ClassificationModule(pl.LightningModule):
             return logits.squeeze(-1).float()
         return logits.argmax(dim=-1) if "f1" in self.metric_names and self.num_classes == 2 else logits.float()
 
-    def check_num_classes(self, batch: Any) -> None:
-        """Runs the model on two examples of ``batch`` and checks its output width against ``num_classes``.
-
-        Raises:
-            ValueError: the model's output width differs from the data's label count.
-        """
+    def logits_width(self, batch: Any) -> int:
+        """The width of the model's logits on two examples of ``batch`` (run in eval mode, without gradients)."""
         inputs, _ = self.split_batch(batch)
         if isinstance(inputs, Mapping):
             inputs = {k: v[:2] for k, v in inputs.items()}
@@ -163,14 +174,30 @@ class ClassificationModule(pl.LightningModule):
         self.eval()
         try:
             with torch.no_grad():
-                width = self(inputs).shape[-1]
+                return int(self(inputs).shape[-1])
         finally:
             self.train(was_training)
-        if width != self.num_classes:
+
+    def check_num_classes(self, batch: Any) -> None:
+        """Runs the model on two examples of ``batch`` and checks its output width against ``num_classes`` (or, when
+        it was not given, takes it from there).
+
+        Raises:
+            ValueError: the model's output width differs from the data's label count.
+        """
+        width = self.logits_width(batch)
+        if self.num_classes is None:
+            self._set_num_classes(width)
+        elif width != self.num_classes:
             raise ValueError(
                 f"the model outputs {width} classes but the data has {self.num_classes} "
                 f"(check `model.num_classes` / `model.num_labels` against the data set)"
             )
+
+    @override
+    def setup(self, stage: str) -> None:
+        if self.num_classes is None:
+            self.check_num_classes(first_batch(self.trainer, stage))
 
     @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -188,10 +215,12 @@ class ClassificationModule(pl.LightningModule):
 
     @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:
+        assert self.val_metrics is not None, "the class count is known from `setup` on"
         self._eval_step(batch, "val", self.val_metrics)
 
     @override
     def test_step(self, batch: Any, batch_idx: int) -> None:
+        assert self.test_metrics is not None, "the class count is known from `setup` on"
         self._eval_step(batch, "test", self.test_metrics)
 
     @override

@@ -14,6 +14,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import QUIET
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -26,15 +27,6 @@ from lightning_compress.sparsity.nm_masks import is_nm_sparse
 from lightning_compress.sparsity.nm_sparsity import NMSparsity
 from lightning_compress.training.classification import ClassificationModule
 
-QUIET = dict(
-    accelerator="cpu",
-    logger=False,
-    enable_progress_bar=False,
-    enable_model_summary=False,
-    enable_checkpointing=False,
-    deterministic=True,
-    num_sanity_val_steps=0,
-)
 SGD = functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9)
 CLASSES = 4
 
@@ -540,8 +532,9 @@ def test_bad_teacher_sources(tmp_path: Path) -> None:
         DistillationModule(student_module(), None)  # type: ignore[arg-type]
 
 
-def test_a_bare_student_needs_num_classes() -> None:
-    with pytest.raises(ValueError, match="`num_classes` must be an int >= 2 when `student` is a bare nn.Module"):
-        DistillationModule(student_cnn(), teacher_cnn())
+def test_a_bare_student_takes_num_classes_or_reads_it_later() -> None:
+    with pytest.raises(ValueError, match="`num_classes` must be an int >= 2 or None .* when `student` is a bare"):
+        DistillationModule(student_cnn(), teacher_cnn(), num_classes=1)
+    assert DistillationModule(student_cnn(), teacher_cnn()).student.num_classes is None  # read in setup
     module = DistillationModule(student_cnn(), teacher_cnn(), num_classes=CLASSES, optimizer=SGD)
     assert isinstance(module.student, ClassificationModule) and module.student.num_classes == CLASSES
