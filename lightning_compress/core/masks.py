@@ -7,8 +7,8 @@ fires once per real step of every optimizer, in automatic and manual optimisatio
 state never bring a pruned weight back. Several ``ParameterMasks`` on one weight apply one after the other: a logical
 AND.
 
-The re-zeroing pass costs as much memory traffic as the gradient pass (about 1 ms per 5 M weights on a 2-core CPU, 6 %
-of a 512-2048-2048-10 MLP step). For the element-wise optimizers of ``torch.optim`` (SGD, Adam, AdamW, ...; exact types,
+The re-zeroing pass costs as much memory traffic as the gradient pass (``experiments/gmp_vs_modelpruning/README.md``
+gives the cost on an MLP step). For the element-wise optimizers of ``torch.optim`` (SGD, Adam, AdamW, ...; exact types,
 not subclasses) it is provably redundant once the optimizer state of the pruned positions is zero: with a zero weight, a
 zero gradient and zero state their update is exactly zero (weight decay included). So, for those, the post-step hook
 re-zeroes the weights *and* zeroes the per-element optimizer state of the pruned positions only on the first step after
@@ -16,8 +16,9 @@ re-zeroes the weights *and* zeroes the per-element optimizer state of the pruned
 ``attach(..., always=True)``) gets the full re-zeroing after every step.
 
 On CPU, ``weight.mul_(bool_mask)`` would allocate a float copy of the mask on every call (TensorIterator casts CPU
-inputs through temporaries: measured 63 MB allocated per call for a 5.3 M-weight MLP), and the bool -> float cast itself
-is slow (2.9 ms per 5.3 M elements against 0.6 ms from uint8); the masks are therefore applied in chunks: each chunk of
+inputs through temporaries), and the bool -> float cast itself is several times slower than a uint8 -> float cast (the
+measurements are in ``experiments/gmp_vs_modelpruning/README.md``); the masks are therefore applied in chunks: each
+chunk of
 the mask, read as uint8, is cast into a small scratch buffer (at most 2 MiB, allocated per call) and multiplied in. On
 other devices the kernels cast on the fly and one ``torch._foreach_mul_`` does it all.
 
@@ -42,7 +43,7 @@ from torch.utils.hooks import RemovableHandle
 
 __all__ = ["ParameterMasks", "pack_mask", "torch_optimizer", "unpack_mask"]
 
-_CHUNK = 1 << 19  # elements per CPU chunk: a 2 MiB fp32 scratch buffer (the fastest size measured on 2 cores)
+_CHUNK = 1 << 19  # elements per CPU chunk: a 2 MiB fp32 scratch buffer (see experiments/gmp_vs_modelpruning)
 _SHIFTS = tuple(range(8))
 
 

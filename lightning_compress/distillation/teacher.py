@@ -128,7 +128,7 @@ def module_fingerprint(module: nn.Module, extra: str = "") -> str:
     """A hex digest of a module's class, parameter and buffer names, dtypes, shapes and values (and ``extra``).
 
     Two modules with equal fingerprints compute the same function (up to their code); used to key cached teacher
-    outputs. Hashes about 1 GB/s on one core.
+    outputs. One BLAKE2b pass over the weights.
 
     Example:
         >>> a = torch.nn.Linear(2, 2)

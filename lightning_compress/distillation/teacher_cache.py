@@ -5,7 +5,7 @@ dict batch every key but ``labels``, each tensor trimmed to the positions where 
 same sentence padded to another length has the same key). Keying by content, rather than by a data-set index, needs no
 change to the data pipeline, stays right under any shuffling, subsetting or batch size, and can never serve the
 logits of another example: a randomly augmented input is simply a miss, computed and stored (so a cache pays only when
-inputs repeat exactly). Hashing costs a device-to-host copy of the inputs and about 1 us per example.
+inputs repeat exactly). Hashing costs a device-to-host copy of the inputs and one BLAKE2b pass over them.
 
 On disk the cache is ``<folder>/teacher-logits-<teacher fingerprint>.rank<r>.pt``, the fingerprint covering the
 teacher's weights and dtype (:func:`~lightning_compress.distillation.teacher.module_fingerprint`): every job that uses

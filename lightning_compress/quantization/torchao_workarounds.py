@@ -1,7 +1,7 @@
 """Every workaround for torchao 0.18's PT2E quantization, in one place (remove them with the release that fixes them).
 
 * :func:`conv_bn_pattern_cache`: torchao's conv-BN QAT fusion (``prepare_qat_pt2e``) and folding (``convert_pt2e``)
-  re-trace up to 96 patterns with ``torch.export`` at every call (about a minute per convert on 2 cores): the traces
+  re-trace up to 96 patterns with ``torch.export`` at every call (most of a convert's time): the traces
   are cached per process, and conv types the graph does not hold are skipped.
 * :func:`x86_qat_quantizer`: the X86 quantizer raises IndexError on a conv kept in float that is followed by
   BatchNorm (an empty annotation); the empty annotations are removed.
@@ -58,7 +58,8 @@ def conv_bn_pattern_cache() -> Any:
     """Make torchao's conv-BN QAT fusion (``prepare_qat_pt2e``) and folding (``convert_pt2e``) fast, same result.
 
     Both rewrite the graph with conv-BN patterns that torchao 0.18 traces with a strict ``torch.export`` at every call
-    (96 patterns for one ``convert_pt2e``: 50-90 s on 2 cores, for any model with BatchNorm), for conv1d, conv2d,
+    (96 patterns for one ``convert_pt2e``, for any model with BatchNorm: ``experiments/qat/README.md``), for conv1d,
+    conv2d,
     conv_transpose1d and conv_transpose2d alike. Inside this context the traced patterns are kept for the process
     (keyed on the pattern's recipe and the example shapes; a copy is handed out), and conv types the graph does not
     contain are skipped. ``convert_pt2e`` tries 12 variants of each pattern; the graphs here only hold weights

@@ -37,8 +37,8 @@ def _keep_largest(scores: Tensor, n: int) -> Tensor:
     """Bool mask of the ``n`` largest scores along the last dimension; the lower index wins ties.
 
     For small groups (``m <= 8``) each score's rank is counted from the ``m (m - 1) / 2`` pairwise comparisons, which is
-    4x-5x faster than a stable sort on CPU (one uint8 count per weight, one bool per group as scratch); larger groups
-    are sorted.
+    faster than a stable sort on CPU (one uint8 count per weight, one bool per group as scratch;
+    ``experiments/nm_sparsity/README.md``); larger groups are sorted.
     """
     m = scores.shape[-1]
     if m > 8:
