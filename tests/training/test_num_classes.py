@@ -1,5 +1,4 @@
-"""The class count read from the logits when it is not given: a ClassificationModule, and a bare distillation student.
-"""
+"""The class count read from the logits when not given: a ClassificationModule, and a bare distillation student."""
 
 from __future__ import annotations
 
