@@ -1,96 +1,18 @@
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional
 
 import lightning as L
 import pytest
 import torch
+from conftest import QUIET, TinyNet, assert_pruned_are_zero, fit, loader
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from torch import nn
 
 from lightning_compress.core.masks import unpack_mask
 from lightning_compress.pruning.gradual_magnitude_pruning import GradualMagnitudePruning
 from lightning_compress.pruning.magnitude import num_to_prune
 from lightning_compress.pruning.schedule import sparsity_at_step
-
-QUIET = dict(
-    accelerator="cpu",
-    logger=False,
-    enable_progress_bar=False,
-    enable_model_summary=False,
-    enable_checkpointing=False,
-    deterministic=True,
-    num_sanity_val_steps=0,
-)
-
-
-class TinyNet(L.LightningModule):
-    """A conv, two linears; no dropout, so that runs are deterministic."""
-
-    def __init__(self, optimizer: str = "sgd", manual: bool = False) -> None:
-        super().__init__()
-        self.conv = nn.Conv1d(1, 4, 3, padding=1)
-        self.fc1 = nn.Linear(32, 24)
-        self.fc2 = nn.Linear(24, 4)
-        self.optimizer = optimizer
-        self.automatic_optimization = not manual
-        self.training_steps_run = 0
-        self.pruning: Optional[GradualMagnitudePruning] = None
-        self.clip_checks = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.conv(x.unsqueeze(1))).flatten(1)
-        return self.fc2(torch.relu(self.fc1(h)))
-
-    def training_step(self, batch: Any, batch_idx: int) -> Optional[torch.Tensor]:
-        self.training_steps_run += 1
-        x, y = batch
-        if self.automatic_optimization:
-            return nn.functional.cross_entropy(self(x), y)
-        for opt in self.optimizers():
-            opt.zero_grad()
-            self.manual_backward(nn.functional.cross_entropy(self(x), y))
-            opt.step()
-            assert_pruned_are_zero(self.pruning)  # after each optimizer's step, inside the step
-        return None
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        x, y = batch
-        self.log("test_acc", (self(x).argmax(-1) == y).float().mean())
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        if self.pruning is not None and self.pruning.masks is not None:
-            for p, m in zip(self.pruning.masks.params, self.pruning.masks.masks):
-                assert p.grad is None or (p.grad[~m] == 0).all(), "grads of pruned weights must be zero before clipping"
-            self.clip_checks += 1
-        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
-    def configure_optimizers(self) -> Any:
-        if not self.automatic_optimization:
-            return [
-                torch.optim.SGD([*self.conv.parameters(), *self.fc1.parameters()], lr=0.05, momentum=0.9),
-                torch.optim.Adam(self.fc2.parameters(), lr=0.01),
-            ]
-        if self.optimizer == "adamw":
-            return torch.optim.AdamW(self.parameters(), lr=0.01, weight_decay=0.1)
-        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
-
-
-def loader(n: int = 64, batch_size: int = 8) -> torch.utils.data.DataLoader:
-    g = torch.Generator().manual_seed(1234)
-    x = torch.randn(n, 8, generator=g)
-    y = (x[:, :4].sum(1) > 0).long() + 2 * (x[:, 4:].sum(1) > 0).long()
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size, shuffle=False)
-
-
-def assert_pruned_are_zero(pruning: Optional[GradualMagnitudePruning]) -> int:
-    if pruning is None or pruning.masks is None:
-        return 0
-    for name, p, m in zip(pruning.masks.names, pruning.masks.params, pruning.masks.masks):
-        assert (p.detach()[~m] == 0).all(), f"a pruned weight of {name} is non-zero"
-    return 1
 
 
 class ZeroChecker(Callback):
@@ -104,12 +26,6 @@ class ZeroChecker(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.checks += assert_pruned_are_zero(self.pruning)
         self.sparsity_by_step[trainer.global_step] = self.pruning.masks.sparsity()
-
-
-def fit(model: L.LightningModule, callbacks: list[Callback], max_epochs: int = 4, **kwargs: Any) -> L.Trainer:
-    trainer = L.Trainer(max_epochs=max_epochs, callbacks=callbacks, **{**QUIET, **kwargs})
-    trainer.fit(model, loader())
-    return trainer
 
 
 def pruned_count(pruning: GradualMagnitudePruning) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from conftest import QUIET
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -35,16 +36,6 @@ from lightning_compress.quantization import (
 from lightning_compress.sparsity.nm_masks import is_nm_sparse
 from lightning_compress.sparsity.nm_sparsity import NMSparsity
 from lightning_compress.training.classification import ClassificationModule
-
-QUIET = dict(
-    accelerator="cpu",
-    logger=False,
-    enable_progress_bar=False,
-    enable_model_summary=False,
-    enable_checkpointing=False,
-    deterministic=True,
-    num_sanity_val_steps=0,
-)
 
 
 def _dequant_per_channel() -> Any:

@@ -1,11 +1,12 @@
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Optional
 
+import conftest
 import lightning as L
 import pytest
 import torch
+from conftest import QUIET, fit, loader
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
@@ -16,63 +17,12 @@ from lightning_compress.pruning.magnitude import num_to_prune
 from lightning_compress.sparsity.nm_masks import is_nm_sparse, nm_mask
 from lightning_compress.sparsity.nm_sparsity import NMSparsity
 
-QUIET = dict(
-    accelerator="cpu",
-    logger=False,
-    enable_progress_bar=False,
-    enable_model_summary=False,
-    enable_checkpointing=False,
-    deterministic=True,
-    num_sanity_val_steps=0,
-)
 
+class TinyNet(conftest.TinyNet):
+    """The shared TinyNet with a Conv1d(1, 4, 4, padding=2), so reduction dims (4, 36, 24) are multiples of 4; tests
+    set ``model.sparsity`` to the NMSparsity whose masks it checks."""
 
-class TinyNet(L.LightningModule):
-    """A conv and two linears whose reduction dims (4, 36, 24) are multiples of 4; no dropout (deterministic)."""
-
-    def __init__(self, optimizer: str = "sgd", manual: bool = False) -> None:
-        super().__init__()
-        self.conv = nn.Conv1d(1, 4, 4, padding=2)  # (B, 1, 8) -> (B, 4, 9)
-        self.fc1 = nn.Linear(36, 24)
-        self.fc2 = nn.Linear(24, 4)
-        self.optimizer = optimizer
-        self.automatic_optimization = not manual
-        self.training_steps_run = 0
-        self.sparsity: Optional[NMSparsity] = None
-        self.clip_checks = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.conv(x.unsqueeze(1))).flatten(1)
-        return self.fc2(torch.relu(self.fc1(h)))
-
-    def training_step(self, batch: Any, batch_idx: int) -> Optional[torch.Tensor]:
-        self.training_steps_run += 1
-        x, y = batch
-        if self.automatic_optimization:
-            return nn.functional.cross_entropy(self(x), y)
-        for opt in self.optimizers():
-            opt.zero_grad()
-            self.manual_backward(nn.functional.cross_entropy(self(x), y))
-            opt.step()
-        return None
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        s = self.sparsity
-        if s is not None and s.masks is not None and s.policy == "fixed":
-            for p, m in zip(s.masks.params, s.masks.masks):
-                assert p.grad is None or (p.grad[~m] == 0).all(), "grads of pruned weights must be zero before clipping"
-            self.clip_checks += 1
-        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
-    def configure_optimizers(self) -> Any:
-        if not self.automatic_optimization:
-            return [
-                torch.optim.SGD([*self.conv.parameters(), *self.fc1.parameters()], lr=0.05, momentum=0.9),
-                torch.optim.Adam(self.fc2.parameters(), lr=0.01),
-            ]
-        if self.optimizer == "adamw":
-            return torch.optim.AdamW(self.parameters(), lr=0.01, weight_decay=0.1)
-        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+    kernel_size, padding, watch = 4, 2, "sparsity"
 
 
 class EligibilityNet(TinyNet):
@@ -87,19 +37,6 @@ class EligibilityNet(TinyNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.dw(torch.relu(self.conv(x.unsqueeze(1))))).flatten(1)
         return self.fc2(torch.relu(self.fc1(h)))
-
-
-def loader(n: int = 64, batch_size: int = 8) -> torch.utils.data.DataLoader:
-    g = torch.Generator().manual_seed(1234)
-    x = torch.randn(n, 8, generator=g)
-    y = (x[:, :4].sum(1) > 0).long() + 2 * (x[:, 4:].sum(1) > 0).long()
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size, shuffle=False)
-
-
-def fit(model: L.LightningModule, callbacks: list[Callback], max_epochs: int = 3, **kwargs: Any) -> L.Trainer:
-    trainer = L.Trainer(max_epochs=max_epochs, callbacks=callbacks, **{**QUIET, **kwargs})
-    trainer.fit(model, loader())
-    return trainer
 
 
 class NMChecker(Callback):

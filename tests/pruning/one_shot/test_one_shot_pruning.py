@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from conftest import QUIET
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -19,10 +20,6 @@ from lightning_compress.pruning.one_shot.prune import find_repeated_blocks, one_
 from lightning_compress.pruning.one_shot.sparsegpt import sparsegpt_prune
 from lightning_compress.sparsity.nm_masks import is_nm_sparse
 
-QUIET: dict[str, Any] = dict(
-    accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-    num_sanity_val_steps=0,
-)  # fmt: skip
 PATTERNS = [{"sparsity": 0.5}, {"n": 2, "m": 4}]
 METHODS = ["magnitude", "wanda", "sparsegpt"]
 
