@@ -20,6 +20,8 @@ the console scripts live in ``cli``). Every public name is importable from here;
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from lightning_compress import _compat
@@ -123,6 +125,19 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
 
+class _Package(types.ModuleType):
+    """The package module: importing an old module path whose name is also a public name
+    (``lightning_compress.nm_mask``,
+    ``.prunable_weights``, ``.pruned_student``, ``.sparsity_report``) must not replace that name with the old module,
+    which the import system would do by setting the package attribute."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, _compat.MovedModule):
+            return  # the old module stays in sys.modules; `lightning_compress.<name>` stays the public object
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 _compat.install()
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names above are imported on first use

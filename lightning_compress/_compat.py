@@ -22,7 +22,7 @@ import types
 import warnings
 from typing import Any, Optional
 
-__all__ = ["MOVED", "install", "warn_renamed"]
+__all__ = ["MOVED", "MovedModule", "install", "warn_renamed"]
 
 _PACKAGE = "lightning_compress"
 
@@ -113,7 +113,7 @@ def warn_renamed(old: str, new: str, why: str = "", stacklevel: int = 3) -> None
     warnings.warn(f"`{old}` is deprecated: use `{new}`{reason}", DeprecationWarning, stacklevel=stacklevel)
 
 
-class _MovedModule(types.ModuleType):
+class MovedModule(types.ModuleType):
     """An old module: its attributes are looked up, on first use, in the modules they moved to."""
 
     def __init__(self, old: str) -> None:
@@ -152,7 +152,7 @@ class _MovedLoader(importlib.abc.Loader):
         self.old = old
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
-        return _MovedModule(self.old)
+        return MovedModule(self.old)
 
     def exec_module(self, module: types.ModuleType) -> None:
         where = " / ".join(f"{_PACKAGE}.{new}" for new in MOVED[self.old])

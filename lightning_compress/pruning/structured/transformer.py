@@ -159,7 +159,7 @@ def _pruned_bert_class(model: nn.Module) -> Optional[type]:
     """The :mod:`~lightning_compress.pruning.structured.pruned_bert` class for a BERT class (``None`` for other
     models)."""
     try:
-        from lightning_compress import pruned_bert
+        from lightning_compress.pruning.structured import pruned_bert
     except ImportError:  # pragma: no cover - transformers missing
         return None
     import transformers
