@@ -113,9 +113,10 @@ class ClassificationModule(pl.LightningModule):
             for name in metrics:
                 errors.one_of("metrics", name, METRIC_NAMES)
         errors.raise_if_any()
+        metrics = tuple(metrics)  # a plain tuple in the saved hyperparameters (not a Hydra ListConfig: weights_only)
         self.model = model
         self.num_classes: int | None = None
-        self.metric_names = tuple(metrics)
+        self.metric_names = metrics
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
