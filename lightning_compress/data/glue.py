@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
 
 from lightning_compress.core.validation import ArgumentErrors
+from lightning_compress.data.split_data_module import SplitDataModule
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -132,7 +131,7 @@ class _DictCollator:
         return dict(self.pad(features))
 
 
-class GLUEDataModule(LightningDataModule):
+class GLUEDataModule(SplitDataModule):
     """A GLUE task (or the offline ``rotten_tomatoes``), tokenised, with per-batch dynamic padding.
 
     GLUE tasks are loaded with ``datasets.load_dataset("nyu-mll/glue", task)`` (needs internet the first time);
@@ -141,7 +140,8 @@ class GLUEDataModule(LightningDataModule):
 
     Batches are dicts of ``(B, L)`` int64 tensors ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the
     tokenizer makes them), with ``L`` the longest sequence in the batch (at most ``max_length``), and ``labels``
-    ``(B,)``: int64, or float32 for the regression task ``stsb``.
+    ``(B,)``: int64, or float32 for the regression task ``stsb``. The training loader shuffles (seeded), the
+    validation and test loaders keep the splits' order.
 
     Attributes:
         num_classes: The task's number of labels (1 for ``stsb``).
@@ -171,6 +171,10 @@ class GLUEDataModule(LightningDataModule):
         ['attention_mask', 'input_ids', 'labels', 'token_type_ids']
     """
 
+    train_dataset: Dataset | None
+    val_dataset: Dataset | None
+    test_dataset: Dataset | None
+
     def __init__(
         self,
         task: str = "sst2",
@@ -182,33 +186,23 @@ class GLUEDataModule(LightningDataModule):
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
     ) -> None:
-        super().__init__()
         errors = ArgumentErrors()
-        errors.one_of("task", task, sorted(GLUE_TASKS))
+        known = errors.one_of("task", task, sorted(GLUE_TASKS))
         errors.require(bool(str(tokenizer)), "tokenizer", "a tokenizer name or folder", tokenizer)
         errors.int("max_length", max_length)
-        errors.int("batch_size", batch_size)
-        errors.int("num_workers", num_workers, minimum=0)
-        errors.int("seed", seed, minimum=0)
         errors.int("max_train_samples", max_train_samples, optional=True)
         errors.int("max_eval_samples", max_eval_samples, optional=True)
-        errors.raise_if_any()
+        spec = GLUE_TASKS[task] if known else GLUE_TASKS["sst2"]  # a bad task raises just below
+        super().__init__(
+            spec.num_labels, batch_size, num_workers, seed, metrics=spec.metrics, task=spec.task, errors=errors
+        )
         self.task_name = task
-        self.spec = GLUE_TASKS[task]
-        self.num_classes = self.spec.num_labels
-        self.metrics = self.spec.metrics
-        self.task = self.spec.task
+        self.spec = spec
         self.tokenizer_name = str(tokenizer)
         self.max_length = max_length
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
         self.max_train_samples = max_train_samples
         self.max_eval_samples = max_eval_samples
         self.tokenizer: PreTrainedTokenizerBase | None = None
-        self.train_dataset: Dataset | None = None
-        self.val_dataset: Dataset | None = None
-        self.test_dataset: Dataset | None = None
         self.save_hyperparameters()
 
     def _load_raw(self) -> DatasetDict:
@@ -273,27 +267,8 @@ class GLUEDataModule(LightningDataModule):
 
         return split.map(encode, batched=True, remove_columns=split.column_names)
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (seeded), dynamically padded batches of the training split."""
-        return self._loader(self.train_dataset, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Batches of the validation split, in a fixed order."""
-        return self._loader(self.val_dataset, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Batches of the test split: GLUE's validation split, or ``rotten_tomatoes``' own test split."""
-        return self._loader(self.test_dataset, shuffle=False)
-
-    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
-        if dataset is None or self.tokenizer is None:
-            raise RuntimeError("GLUEDataModule.setup() must run before asking for a dataloader")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-            collate_fn=_DictCollator(self.tokenizer),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+    def collate_fn(self) -> _DictCollator:
+        """Pads each batch to its longest example with the tokenizer, into a plain ``dict`` of tensors."""
+        if self.tokenizer is None:
+            raise self._not_set_up()
+        return _DictCollator(self.tokenizer)

@@ -1,27 +1,34 @@
-"""ImageNet (or any ImageFolder laid out like it) with the standard training and evaluation transforms."""
+"""ImageNet (or any ImageFolder laid out like it) with the standard training and evaluation transforms.
+
+torchvision (the ``vision`` extra) is imported when the data module is built, not with this module.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
-from torchvision import datasets, transforms
+from typing import TYPE_CHECKING
 
 from lightning_compress.core.validation import ArgumentErrors
+from lightning_compress.data.split_data_module import SplitDataModule
+from lightning_compress.models.torchvision_model import import_torchvision
+
+if TYPE_CHECKING:
+    from torchvision import datasets
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ImageNetDataModule(LightningDataModule):
+class ImageNetDataModule(SplitDataModule):
     """Class-per-folder images under ``root/train`` and ``root/val`` (torchvision ``ImageFolder``).
 
     Training images get ``RandomResizedCrop(image_size)`` and a horizontal flip; evaluation images are resized to
     ``image_size * 256 / 224`` and centre-cropped. Both are normalised with the ImageNet mean and std, giving float32
-    ``(B, 3, image_size, image_size)`` batches and int64 labels. ImageNet's test labels are not public, so the test
-    loader serves the validation folder. Images are converted to RGB by the ImageFolder loader.
+    ``(B, 3, image_size, image_size)`` batches and int64 labels. The training loader shuffles (from torch's global
+    RNG: there is no ``seed``), the validation loader keeps the folder order. ImageNet's test labels are not public,
+    so the test loader serves the validation folder (``test_dataset`` is ``val_dataset``). Images are converted to RGB
+    by the ImageFolder loader.
 
     Args:
         root: Folder holding ``train_dir`` and ``val_dir``.
@@ -37,12 +44,18 @@ class ImageNetDataModule(LightningDataModule):
         FileNotFoundError: At construction, if ``root/train_dir`` or ``root/val_dir`` is not a folder.
         ValueError: At construction, for an out-of-range argument; in :meth:`setup`, if the class folders found
             differ from ``num_classes`` or between train and val.
+        ModuleNotFoundError: At construction, if torchvision is not installed (``pip install
+            'lightning-compress[vision]'``).
 
     Example:
         >>> dm = ImageNetDataModule("/data/imagenet", batch_size=256)  # doctest: +SKIP
         >>> dm.setup(); x, y = next(iter(dm.val_dataloader())); x.shape  # doctest: +SKIP
         torch.Size([256, 3, 224, 224])
     """
+
+    train_dataset: datasets.ImageFolder | None
+    val_dataset: datasets.ImageFolder | None
+    test_dataset: datasets.ImageFolder | None
 
     def __init__(
         self,
@@ -55,13 +68,11 @@ class ImageNetDataModule(LightningDataModule):
         val_dir: str = "val",
         num_classes: int = 1000,
     ) -> None:
-        super().__init__()
         errors = ArgumentErrors()
-        errors.int("batch_size", batch_size)
-        errors.int("num_workers", num_workers, minimum=0)
         errors.int("image_size", image_size)
         errors.int("num_classes", num_classes)
-        errors.raise_if_any()
+        super().__init__(num_classes, batch_size, num_workers, seed=None, pin_memory=pin_memory, errors=errors)
+        transforms = import_torchvision("ImageNetDataModule").transforms
         self.root = Path(root)
         self.train_path = self.root / train_dir
         self.val_path = self.root / val_dir
@@ -71,12 +82,6 @@ class ImageNetDataModule(LightningDataModule):
                     f"ImageNet folder not found: {path} "
                     f"(set `data.root` to a folder holding {train_dir}/ and {val_dir}/)"
                 )
-        self.num_classes = num_classes
-        self.metrics: tuple[str, ...] = ("acc",)
-        self.task = "multiclass"
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
         self.image_size = image_size
         self.train_transform = transforms.Compose(
             [
@@ -94,8 +99,6 @@ class ImageNetDataModule(LightningDataModule):
                 transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
             ]
         )
-        self.train_dataset: datasets.ImageFolder | None = None
-        self.val_dataset: datasets.ImageFolder | None = None
         self.save_hyperparameters()
 
     def setup(self, stage: str | None = None) -> None:
@@ -109,8 +112,9 @@ class ImageNetDataModule(LightningDataModule):
         """
         if self.train_dataset is not None:
             return
-        train = datasets.ImageFolder(str(self.train_path), transform=self.train_transform)
-        val = datasets.ImageFolder(str(self.val_path), transform=self.eval_transform)
+        folder = import_torchvision("ImageNetDataModule").datasets.ImageFolder
+        train = folder(str(self.train_path), transform=self.train_transform)
+        val = folder(str(self.val_path), transform=self.eval_transform)
         if len(train.classes) != self.num_classes:
             raise ValueError(
                 f"found {len(train.classes)} class folders under {self.train_path} but `num_classes` is "
@@ -121,28 +125,4 @@ class ImageNetDataModule(LightningDataModule):
             raise ValueError(
                 f"class folders differ between {self.train_path} and {self.val_path} (e.g. {', '.join(missing)})"
             )
-        self.train_dataset, self.val_dataset = train, val
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled, augmented batches ``(x, y)``: x ``(B, 3, image_size, image_size)``, y ``(B,)`` int64."""
-        return self._loader(self.train_dataset, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Centre-cropped batches of the validation folder, in a fixed order."""
-        return self._loader(self.val_dataset, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """The validation folder again: ImageNet's test labels are not public."""
-        return self._loader(self.val_dataset, shuffle=False)
-
-    def _loader(self, dataset: datasets.ImageFolder | None, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("ImageNetDataModule.setup() must run before asking for a dataloader")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+        self.train_dataset, self.val_dataset, self.test_dataset = train, val, val

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import torch
-from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
-from lightning_compress.core.validation import ArgumentErrors
+from lightning_compress.data.split_data_module import SplitDataModule
 
 
-class TensorDataModule(LightningDataModule):
+class TensorDataModule(SplitDataModule):
     """Splits one labelled tensor data set into train/val/test with a seeded permutation and serves loaders.
 
     Subclasses implement :meth:`_load` (the whole data set as tensors, already normalised) and :meth:`_split_sizes`.
-    The split depends only on ``seed`` and the data, so every run with the same seed sees the same test set.
+    The split depends only on ``seed`` and the data, so every run with the same seed sees the same test set. The
+    loaders are :class:`~lightning_compress.data.split_data_module.SplitDataModule`'s (the training shuffle is seeded
+    from ``seed`` too).
 
     Attributes:
         num_classes: Number of classes (set by the subclass).
-        metrics: Metric names, primary first.
+        metrics: Metric names, primary first: ``("acc",)``.
         task: ``"multiclass"``.
         split_indices: After :meth:`setup`, the row indices of each split into the full data set, keyed ``"train"``,
             ``"val"``, ``"test"``.
@@ -37,23 +38,13 @@ class TensorDataModule(LightningDataModule):
         (6, torch.Size([4, 1, 2, 2]))
     """
 
+    train_dataset: TensorDataset | None
+    val_dataset: TensorDataset | None
+    test_dataset: TensorDataset | None
+
     def __init__(self, num_classes: int, batch_size: int = 64, seed: int = 0, num_workers: int = 0) -> None:
-        super().__init__()
-        errors = ArgumentErrors()
-        errors.int("batch_size", batch_size)
-        errors.int("num_workers", num_workers, minimum=0)
-        errors.int("seed", seed, minimum=0)
-        errors.raise_if_any()
-        self.num_classes = num_classes
-        self.metrics: tuple[str, ...] = ("acc",)
-        self.task = "multiclass"
-        self.batch_size = batch_size
-        self.seed = seed
-        self.num_workers = num_workers
+        super().__init__(num_classes, batch_size, num_workers, seed)
         self.split_indices: dict[str, Tensor] = {}
-        self.train_dataset: TensorDataset | None = None
-        self.val_dataset: TensorDataset | None = None
-        self.test_dataset: TensorDataset | None = None
 
     def _load(self) -> tuple[Tensor, Tensor]:
         """Returns the whole data set: inputs ``(N, ...)`` float32 and labels ``(N,)`` int64."""
@@ -79,27 +70,3 @@ class TensorDataModule(LightningDataModule):
         self.train_dataset = TensorDataset(x[train], y[train])
         self.val_dataset = TensorDataset(x[val], y[val])
         self.test_dataset = TensorDataset(x[test], y[test])
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled batches ``(x, y)``; the order is seeded from ``seed`` (fresh each epoch, same across runs)."""
-        return self._loader(self.train_dataset, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Batches ``(x, y)`` of the validation split, in a fixed order."""
-        return self._loader(self.val_dataset, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Batches ``(x, y)`` of the test split, in a fixed order."""
-        return self._loader(self.test_dataset, shuffle=False)
-
-    def _loader(self, dataset: TensorDataset | None, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for a dataloader")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )

@@ -1,7 +1,18 @@
-"""Model builders: a small CNN, torchvision classifiers by name, Hugging Face sequence classifiers."""
+"""Model builders: a small CNN, torchvision classifiers by name, Hugging Face sequence classifiers.
+
+torchvision and transformers are imported when a builder that needs them is called (``torchvision_model`` needs the
+``vision`` extra, ``huggingface_classifier`` the ``nlp`` one), so importing this package needs neither.
+"""
 
 from lightning_compress.models.cnn import SmallCNN
 from lightning_compress.models.huggingface import huggingface_classifier, offline_minilm_path
-from lightning_compress.models.torchvision_model import replace_classifier, torchvision_model
+from lightning_compress.models.torchvision_model import import_torchvision, replace_classifier, torchvision_model
 
-__all__ = ["SmallCNN", "huggingface_classifier", "offline_minilm_path", "replace_classifier", "torchvision_model"]
+__all__ = [
+    "SmallCNN",
+    "huggingface_classifier",
+    "import_torchvision",
+    "offline_minilm_path",
+    "replace_classifier",
+    "torchvision_model",
+]

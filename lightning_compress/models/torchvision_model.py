@@ -1,14 +1,77 @@
-"""Classification models from torchvision by name, with an optional new head for pretrained weights."""
+"""Classification models from torchvision by name, with an optional new head for pretrained weights.
+
+torchvision is optional (the ``vision`` extra): it is imported when a model is built, through
+:func:`import_torchvision`, which the vision data modules use too, so ``import lightning_compress.models`` and every
+feature that needs no torchvision model or data set work without it.
+"""
 
 from __future__ import annotations
 
-import torchvision
+import importlib.metadata
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import torch
 from torch import nn
-from torchvision.models import WeightsEnum
 
 from lightning_compress.core.validation import ArgumentErrors
 
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
+
 ALIASES = {"mobilenet_v3": "mobilenet_v3_large"}
+
+VISION_INSTALL = "pip install 'lightning-compress[vision]'"
+
+
+def _matching_torchvision() -> str:
+    """The torchvision release made for the installed torch: 0.(minor + 15) for torch 2.x (0.29 for torch 2.14), from
+    the index of a local build such as ``2.13.0+cpu``."""
+    major, minor = torch.__version__.split(".")[:2]
+    build = torch.__version__.partition("+")[2]
+    release = f"torchvision 0.{int(minor) + 15}" if major == "2" else "the torchvision release"
+    index = f" (from the same index: `--index-url https://download.pytorch.org/whl/{build}`)" if build else ""
+    return f"{release} built for torch {torch.__version__}{index}"
+
+
+def import_torchvision(user: str) -> ModuleType:
+    """Imports torchvision for ``user`` (the class or function that needs it), or says how to install it.
+
+    Args:
+        user: Named in the error, e.g. ``"CIFAR10DataModule"``.
+
+    Returns:
+        The ``torchvision`` module (its ``datasets``, ``models`` and ``transforms`` loaded).
+
+    Raises:
+        ModuleNotFoundError: If torchvision is not installed; the message gives the install command.
+        ImportError: If it is installed but fails to load (a build made for another torch).
+
+    Example:
+        >>> import_torchvision("resnet18").models.resnet18(num_classes=10).fc.out_features
+        10
+    """
+    try:
+        import torchvision
+    except ModuleNotFoundError as err:
+        if err.name not in (None, "torchvision"):  # torchvision is there; something it imports is not
+            raise
+        raise ModuleNotFoundError(
+            f"{user} needs torchvision, which is not installed: install it with `{VISION_INSTALL}`, or install "
+            f"{_matching_torchvision()}",
+            name="torchvision",
+        ) from err
+    except (ImportError, RuntimeError) as err:  # e.g. "operator torchvision::nms does not exist"
+        try:
+            installed = f"torchvision {importlib.metadata.version('torchvision')}"
+        except importlib.metadata.PackageNotFoundError:
+            installed = "the torchvision found"
+        raise ImportError(
+            f"{user} needs torchvision, but {installed} does not load beside torch {torch.__version__}"
+            f" ({type(err).__name__}: {err}): install {_matching_torchvision()} in its place",
+            name="torchvision",
+        ) from err
+    return torchvision
 
 
 def torchvision_model(name: str, num_classes: int = 1000, weights: str | WeightsEnum | None = None) -> nn.Module:
@@ -32,12 +95,14 @@ def torchvision_model(name: str, num_classes: int = 1000, weights: str | Weights
     Raises:
         ValueError: If ``name`` is not a torchvision classification model, ``num_classes`` is not a positive int, or
             ``weights`` is not one of the model's weights.
+        ModuleNotFoundError: If torchvision is not installed (``pip install 'lightning-compress[vision]'``).
 
     Example:
         >>> import torch
         >>> torchvision_model("resnet18", num_classes=10)(torch.zeros(2, 3, 64, 64)).shape
         torch.Size([2, 10])
     """
+    torchvision = import_torchvision("torchvision_model")
     name = ALIASES.get(name, name)
     errors = ArgumentErrors()
     errors.one_of("name", name, sorted(torchvision.models.list_models(module=torchvision.models)))
@@ -62,6 +127,7 @@ def replace_classifier(model: nn.Module, old_classes: int, num_classes: int) -> 
     """Replaces, in place, every ``Linear`` / ``Conv2d`` with ``old_classes`` outputs by a new one with ``num_classes``.
 
     In torchvision's classification models the only such layers are the classifier and the auxiliary classifiers.
+    Works on any model; needs no torchvision.
 
     Args:
         model: The model to edit.
@@ -75,6 +141,7 @@ def replace_classifier(model: nn.Module, old_classes: int, num_classes: int) -> 
         ValueError: If no layer has ``old_classes`` outputs.
 
     Example:
+        >>> import torchvision
         >>> model = torchvision.models.resnet18()
         >>> replace_classifier(model, 1000, 10), model.fc.out_features
         (['fc'], 10)

@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import datasets
 
 from lightning_compress.data import CIFAR10DataModule
 from lightning_compress.data import cifar10 as cifar10_module
+
+datasets = pytest.importorskip("torchvision.datasets", reason="CIFAR10DataModule needs torchvision (the vision extra)")
 
 
 def test_attributes_and_defaults():
@@ -77,7 +78,7 @@ def fake_cifar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name, _ in datasets.CIFAR10.train_list + datasets.CIFAR10.test_list:
         (folder / name).touch()
     _FakeCIFAR10.images = _digit_images()
-    monkeypatch.setattr(cifar10_module.datasets, "CIFAR10", _FakeCIFAR10)
+    monkeypatch.setattr(datasets, "CIFAR10", _FakeCIFAR10)  # what CIFAR10DataModule finds in torchvision
     return tmp_path
 
 

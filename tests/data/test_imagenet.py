@@ -7,6 +7,8 @@ import torch
 from lightning_compress.data import ImageNetDataModule
 from lightning_compress.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
+pytest.importorskip("torchvision", reason="ImageNetDataModule needs torchvision (the vision extra)")
+
 
 @pytest.fixture(scope="module")
 def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:

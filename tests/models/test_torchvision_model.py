@@ -2,11 +2,12 @@ import re
 
 import pytest
 import torch
-import torchvision
 from torch import nn
-from torchvision.models import WeightsEnum
 
 from lightning_compress.models import replace_classifier, torchvision_model
+
+torchvision = pytest.importorskip("torchvision", reason="torchvision_model needs torchvision (the vision extra)")
+WeightsEnum = torchvision.models.WeightsEnum
 
 
 def test_resnet18_with_10_classes():

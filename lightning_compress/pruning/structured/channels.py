@@ -75,9 +75,13 @@ class ChannelGroup:
         return self.conv.out_channels
 
 
-def _resnet_blocks() -> tuple[type, type]:
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-
+def _resnet_blocks() -> tuple[type | tuple[()], type | tuple[()]]:
+    """torchvision's ResNet block classes; without torchvision no model holds them, so ``()``, which nothing is an
+    instance of."""
+    try:
+        from torchvision.models.resnet import BasicBlock, Bottleneck
+    except ModuleNotFoundError:
+        return (), ()
     return BasicBlock, Bottleneck
 
 
