@@ -11,15 +11,12 @@ LOWER_TORCH := 2.13.0
 # A fast subset of the suite (a few minutes). Tests that need torchvision skip themselves in tests/data and
 # tests/models; elsewhere they are left out here: test_channels.py imports torchvision at the top (its ResNet cases;
 # tests/models/test_optional_torchvision.py prunes a SmallCNN without torchvision), the QAT test builds a torchvision
-# BasicBlock, the bench test expects the error of a torchvision name. test_mnist_nm24_preset_trains_a_2_4_model fails
-# under torch 2.14.1 as well (the checkpoint holds an omegaconf ListConfig that torch.load(weights_only=True)
-# refuses): take its line out once that is fixed.
+# BasicBlock, the bench test expects the error of a torchvision name.
 LOWER_TESTS ?= tests/core tests/sparsity tests/pruning tests/distillation tests/data tests/models tests/training \
 	tests/export tests/analysis tests/quantization tests/bench
 LOWER_DESELECT ?= --ignore=tests/pruning/structured/test_channels.py \
 	--deselect=tests/quantization/test_qat.py::test_reused_relu_of_a_residual_block_is_quantized \
-	--deselect=tests/bench/test_bench.py::test_load_model_with_a_lightning_checkpoint \
-	--deselect=tests/sparsity/test_nm_sparsity.py::test_mnist_nm24_preset_trains_a_2_4_model
+	--deselect=tests/bench/test_bench.py::test_load_model_with_a_lightning_checkpoint
 
 .PHONY: install train test test-slow test-lower lint format clean
 
