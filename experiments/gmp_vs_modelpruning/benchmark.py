@@ -11,8 +11,7 @@ Measures
      rewinding.
 
 Run from the repository root:
-    .venv/bin/python experiments/gmp_vs_modelpruning/benchmark.py            # everything, about 6-7 min on 2 quiet
-    cores
+    .venv/bin/python experiments/gmp_vs_modelpruning/benchmark.py            # everything, 6-7 min on 2 quiet cores
     .venv/bin/python experiments/gmp_vs_modelpruning/benchmark.py --quick    # smoke run, about 30 s
 """
 

@@ -7,8 +7,7 @@ then linear decay, batch 32, max length 128 (the setting of experiments/nm_spars
 save_pretrained under experiments/one_shot_pruning/.cache/minilm_rt_<samples>_e<epochs>/ and reused.
 
 Pruning: lightning_compress.pruning.one_shot.prune.one_shot_prune on a fresh copy of the dense model, every Linear
-weight
-(36 in the encoder, the pooler and the 384 -> 2 classifier; --skip-classifier leaves the classifier dense), each
+weight (36 in the encoder, the pooler and the 384 -> 2 classifier; --skip-classifier leaves the classifier dense), each
 layer to exactly 50 % or to 2:4. Calibration: the first --calibration-batches batches (32 sentences each) of the
 shuffled training loader of the same 2,000 sentences (padding tokens left out); the 6 BERT layers are processed one
 after another. Time: the wall time and the CPU time (all threads) of one_shot_prune, calibration forward passes

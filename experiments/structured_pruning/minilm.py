@@ -11,11 +11,10 @@ Fine-tune: DistillationModule(pruned student, teacher=the unpruned fine-tuned mo
 sentences for --epochs epochs (and, as the control for that extra training, a copy of the unpruned model given the same
 fine-tune: the "dense" row), AdamW --lr (weight decay 0.01), warm-up 10 % then linear decay, batch 32; teacher logits
 cached on disk (computed once for all runs).
-Accuracy: the 1,275 validation and 1,275 test sentences, final weights. Latency: one forward pass, batch 32, sequence
-128
-(random token ids, full attention mask), torch.set_num_threads(2), eval mode, inference_mode; after 3 warm-up passes,
-the models are timed interleaved (one pass of each in turn, --latency-repeats rounds) and the median is reported, with
-its ratio to the dense model's median.
+Accuracy: the 1,275 validation and 1,275 test sentences, final weights.
+Latency: one forward pass, batch 32, sequence 128 (random token ids, full attention mask), torch.set_num_threads(2),
+eval mode, inference_mode; after 3 warm-up passes, the models are timed interleaved (one pass of each in turn,
+--latency-repeats rounds) and the median is reported, with its ratio to the dense model's median.
 
 Run from the repository root (2 CPU cores, shared):
     .venv/bin/python experiments/structured_pruning/minilm.py                  # about 25 min

@@ -40,8 +40,8 @@ def advise(rows: Sequence[BenchResult], device: str = "cpu", latency_budget_ms: 
     """Advice sentences, one per step of the decision framework, from measured rows.
 
     Args:
-        rows: Rows of :func:`~lightning_compress.bench.model_benchmark.benchmark_model` (the ``"fp32 eager"`` baseline
-        among them).
+        rows: Rows of :func:`~lightning_compress.bench.model_benchmark.benchmark_model` (the ``"fp32 eager"``
+            baseline among them).
         device: Where they were measured (named in the sentences).
         latency_budget_ms: A latency target per call; when given, the paths that meet it are named, and the size of
             the distilled model needed when none does.

@@ -3,8 +3,8 @@
 ``lc-train`` writes), calibrated on a GLUE-style task, with validation accuracy before and after.
 
 Example:
-    lc-oneshot MODEL_DIR --method sparsegpt --sparsity 0.5 --task rotten_tomatoes --calibration-batches 8 --output
-    pruned/
+    lc-oneshot MODEL_DIR --method sparsegpt --sparsity 0.5 --task rotten_tomatoes --calibration-batches 8 \
+        --output pruned/
     lc-oneshot MODEL_DIR --ckpt outputs/.../last.ckpt --method wanda --nm 2:4
 """
 

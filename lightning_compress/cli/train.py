@@ -2,8 +2,7 @@
 
 The command-line layer (``lightning_compress.cli``) is the only part of the package that imports Hydra: everything
 it builds is an ordinary public class that works without configs. The configs live in ``conf/`` at the top of a checkout
-and inside the package of an
-installed wheel (``lightning_compress/conf``).
+and inside the package of an installed wheel (``lightning_compress/conf``).
 
 Example:
     lc-train                                             # SmallCNN on the offline MNIST-5k

@@ -18,9 +18,8 @@ re-zeroes the weights *and* zeroes the per-element optimizer state of the pruned
 On CPU, ``weight.mul_(bool_mask)`` would allocate a float copy of the mask on every call (TensorIterator casts CPU
 inputs through temporaries), and the bool -> float cast itself is several times slower than a uint8 -> float cast (the
 measurements are in ``experiments/gmp_vs_modelpruning/README.md``); the masks are therefore applied in chunks: each
-chunk of
-the mask, read as uint8, is cast into a small scratch buffer (at most 2 MiB, allocated per call) and multiplied in. On
-other devices the kernels cast on the fly and one ``torch._foreach_mul_`` does it all.
+chunk of the mask, read as uint8, is cast into a small scratch buffer (at most 2 MiB, allocated per call) and multiplied
+in. On other devices the kernels cast on the fly and one ``torch._foreach_mul_`` does it all.
 
 Example:
     >>> lin = torch.nn.Linear(4, 2)

@@ -9,9 +9,8 @@ inputs repeat exactly). Hashing costs a device-to-host copy of the inputs and on
 
 On disk the cache is ``<folder>/teacher-logits-<teacher fingerprint>.rank<r>.pt``, the fingerprint covering the
 teacher's weights and dtype (:func:`~lightning_compress.distillation.teacher.module_fingerprint`): every job that uses
-the same
-teacher (sweep jobs, reruns, other data subsets) reads all the files of that teacher and adds what it computed, merged
-and written atomically at the end of each epoch with new entries.
+the same teacher (sweep jobs, reruns, other data subsets) reads all the files of that teacher and adds what it computed,
+merged and written atomically at the end of each epoch with new entries.
 
 Example:
     >>> calls = []

@@ -35,8 +35,7 @@ class OneShotPruning(MaskingCallback):
 
     In ``on_fit_start`` (the model is on its device, before any step and before the sanity check) the weights selected
     by ``filter_fn`` are pruned with :func:`~lightning_compress.pruning.one_shot.prune.one_shot_prune`, calibrated on
-    the
-    first ``calibration_batches`` batches of ``dataloader`` (default: the trainer's train dataloader, as ``fit`` was
+    the first ``calibration_batches`` batches of ``dataloader`` (default: the trainer's train dataloader, as ``fit`` was
     given it). The masks go to the shared masking core (:class:`~lightning_compress.core.masks.ParameterMasks`):
     gradients of pruned weights are zeroed before every optimizer step and the weights kept at zero after it, so a
     fine-tune afterwards keeps them. The masks are saved in checkpoints (1 bit per weight); a resumed run restores them
@@ -59,8 +58,7 @@ class OneShotPruning(MaskingCallback):
         blocks: Blocks to process one after another: ``"auto"``, a qualified name, or None (see
             :func:`~lightning_compress.pruning.one_shot.prune.one_shot_prune`).
         forward_fn: ``forward_fn(model, batch)``; default: for a LightningModule ``model(inputs)``, for other modules
-            :func:`~lightning_compress.pruning.one_shot.prune.default_forward`; ``inputs`` is the batch without its
-            labels
+            :func:`~lightning_compress.core.batches.call_on_batch`; ``inputs`` is the batch without its labels
             (a dict without ``labels``, or the first item of a tuple).
         blocksize: SparseGPT's lazy-update block, >= 1 (a multiple of ``m`` for N:M).
         percdamp: SparseGPT's dampening, a fraction of the mean Hessian diagonal, >= 0.

@@ -8,11 +8,10 @@ A channel group is a conv and its batch norm that produce channels, and the laye
 * ``SmallCNN``: the conv/BN of stage ``i`` -> the conv of stage ``i + 1``, or the first Linear of the head (through
   max-pool and flatten, ``side * side`` features per channel).
 
-The residual widths (a block's input and output, the downsample path) are never touched, so every skip connection
-keeps its shape. Importance is ``|dL/dgate|`` of a gate of 1.0 per channel on the consumer's input, summed over
-calibration batches (:mod:`~lightning_compress.pruning.structured.unit_gates`); each group loses ``floor(fraction *
-channels)`` channels of
-lowest importance. The pruned network computes exactly what the original computes with those channels of the
+The residual widths (a block's input and output, the downsample path) are never touched, so every skip connection keeps
+its shape. Importance is ``|dL/dgate|`` of a gate of 1.0 per channel on the consumer's input, summed over calibration
+batches (:mod:`~lightning_compress.pruning.structured.unit_gates`); each group loses ``floor(fraction * channels)``
+channels of lowest importance. The pruned network computes exactly what the original computes with those channels of the
 consumer's input set to 0.
 
 The result is the original's class with narrower layers (a ``ResNet`` stays a torchvision ``ResNet``). Save it whole:

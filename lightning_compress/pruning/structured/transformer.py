@@ -16,8 +16,7 @@ Saving and loading without this library:
   plain ``from_pretrained`` of the original class reload it.
 * Heads: transformers 5 has no head pruning (no ``pruned_heads``, no ``prune_heads``, no ``head_mask``), and its
   ``BertSelfAttention`` sets the head size to ``hidden_size / num_attention_heads``, so no plain ``BertConfig``
-  describes
-  a BERT with fewer heads of the same size. A head-pruned ``BertModel`` / ``BertFor{SequenceClassification,
+  describes a BERT with fewer heads of the same size. A head-pruned ``BertModel`` / ``BertFor{SequenceClassification,
   TokenClassification,MaskedLM}`` is returned as the matching class of
   :mod:`~lightning_compress.pruning.structured.pruned_bert`
   (a subclass, with ``config.attention_heads_per_layer``); its ``save_pretrained`` writes that file next to the weights,
@@ -318,8 +317,7 @@ def prune_heads(
         ``(pruned_model, report)``. The model is in the original's mode, dtype and device, every parameter
         requiring grad (ready to fine-tune, e.g. with the original as teacher); BERT classes come back as
         their :mod:`~lightning_compress.pruning.structured.pruned_bert` subclass, which ``save_pretrained`` saves with
-        its code (reload
-        with ``AutoModelFor...from_pretrained(folder, trust_remote_code=True)``).
+        its code (reload with ``AutoModelFor...from_pretrained(folder, trust_remote_code=True)``).
 
     Raises:
         ValueError: If ``fraction`` is outside [0, 1), ``dataloader`` yields no batches, ``max_batches`` is not a
