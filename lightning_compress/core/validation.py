@@ -20,10 +20,13 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Optional
 
-__all__ = ["ArgumentErrors", "is_int", "is_number"]
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ArgumentErrors", "check_finite", "check_materialized", "is_int", "is_number"]
 
 
 def is_int(value: Any) -> bool:
@@ -167,3 +170,50 @@ class ArgumentErrors:
         """
         if self.messages:
             raise ValueError(self.prefix + "; ".join(self.messages))
+
+
+def check_finite(tensors: Mapping[str, Tensor], before: str) -> None:
+    """Refuse NaN or Inf values: a pruning or quantization step given them would spread them (a mask applied by
+    multiplication turns every pruned weight of a NaN layer into NaN) or rank them arbitrarily.
+
+    Args:
+        tensors: ``{name: tensor}``, e.g. the weights a technique is about to touch.
+        before: What was about to happen, for the message (``"magnitude pruning"``).
+
+    Raises:
+        ValueError: Naming every tensor that holds a NaN or an Inf, with the counts.
+
+    Example:
+        >>> check_finite({"0.weight": torch.ones(2)}, "pruning")
+    """
+    bad = []
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            continue
+        finite = torch.isfinite(tensor.detach())
+        if not bool(finite.all()):
+            nan = int(torch.isnan(tensor.detach()).sum())
+            bad.append(f"{name} ({nan} NaN, {int((~finite).sum()) - nan} Inf of {tensor.numel()})")
+    if bad:
+        raise ValueError(
+            f"refusing {before}: these weights hold NaN or Inf values: {', '.join(bad)}. The model diverged or was"
+            " loaded from a damaged file; fix the weights (or leave those layers out with `filter_fn`) first"
+        )
+
+
+def check_materialized(model: nn.Module, what: str = "`model`") -> None:
+    """Refuse a model whose parameters or buffers are on the ``meta`` device (shapes without values).
+
+    Raises:
+        ValueError: Naming the first such tensors and what to do.
+
+    Example:
+        >>> check_materialized(torch.nn.Linear(2, 2))
+    """
+    meta = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.device.type == "meta"]
+    if meta:
+        listed = ", ".join(meta[:5]) + (f" and {len(meta) - 5} more" if len(meta) > 5 else "")
+        raise ValueError(
+            f"{what} holds tensors on the meta device (shapes without values): {listed}; load its weights first"
+            " (e.g. `model.to_empty(device='cpu')` then `load_state_dict`, or `from_pretrained(..., device_map=None)`)"
+        )
