@@ -329,8 +329,8 @@ def test_callback_empty_train_loader() -> None:
 
 @pytest.mark.slow
 def test_command_prunes_the_offline_minilm(tmp_path) -> None:
-    from lightning_compress.models import offline_minilm_path
     from lightning_compress.cli.oneshot import main
+    from lightning_compress.models import offline_minilm_path
 
     summary = main([
         offline_minilm_path(), "--method", "wanda", "--nm", "2:4", "--calibration-batches", "1", "--batch-size", "8",
