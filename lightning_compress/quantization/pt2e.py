@@ -32,14 +32,21 @@ from torch import Tensor, nn
 
 from lightning_compress.core.selection import FilterFn, select_layers
 from lightning_compress.quantization.export_inputs import ExampleInputs, as_args_kwargs, export_model, shrink_inputs
-from lightning_compress.quantization.qat_modes import fake_quantizers, install_mode_switches, is_prepared, set_qat_mode
+from lightning_compress.quantization.qat_modes import install_mode_switches, is_prepared, observers, set_qat_mode
 from lightning_compress.quantization.torchao_workarounds import (
     conv_bn_pattern_cache,
     split_reused_call_sites,
     x86_qat_quantizer,
 )
 
-__all__ = ["FrozenInt8", "convert_to_int8", "max_pool_on_int8", "prepare_qat", "quantized_layer_names"]
+__all__ = [
+    "FrozenInt8",
+    "convert_to_int8",
+    "max_pool_on_int8",
+    "prepare_exported",
+    "prepare_qat",
+    "quantized_layer_names",
+]
 
 QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -76,15 +83,16 @@ _WEIGHT_PATH_OPS = {
 
 
 def _unquantized_layers(prepared: torch.fx.GraphModule, layers: list[str]) -> list[str]:
-    """Those of ``layers`` whose weight reaches its conv/linear without a fake quantizer on the way."""
+    """Those of ``layers`` whose weight reaches its conv/linear without a fake quantizer (or observer) on the way."""
     from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+    from torchao.quantization.pt2e.observer import ObserverBase
 
     modules = dict(prepared.named_modules())
     weights = {n.target: n for n in prepared.graph.nodes if n.op == "get_attr"}
 
     def fake_quantized(node: torch.fx.Node, depth: int = 0) -> bool:
         for user in node.users:
-            if user.op == "call_module" and isinstance(modules.get(str(user.target)), FakeQuantizeBase):
+            if user.op == "call_module" and isinstance(modules.get(str(user.target)), (FakeQuantizeBase, ObserverBase)):
                 return True
             # conv-BN folding scales the weight (mul, reshape) before its fake quantizer
             passes = user.op == "call_function" and getattr(user.target, "_overloadpacket", None) in _WEIGHT_PATH_OPS
@@ -151,9 +159,6 @@ def prepare_qat(
         torch.Size([5, 2])
     """
     args, kwargs = as_args_kwargs(shrink_inputs(example_inputs))
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
-
-    name = type(model).__name__
     keep_float, to_quantize = quantized_layer_names(model, filter_fn, skip_first_conv, skip_classifier)
     was_training = model.training
     model.train()  # QAT graphs are captured in training mode (BN batch statistics, live dropout)
@@ -161,10 +166,30 @@ def prepare_qat(
         graph_module = export_model(model, args, kwargs).module()
     finally:
         model.train(was_training)
+    return prepare_exported(graph_module, model, x86_qat_quantizer(keep_float), to_quantize, is_qat=True)
+
+
+def prepare_exported(
+    graph_module: torch.fx.GraphModule, model: nn.Module, quantizer: Any, to_quantize: list[str], is_qat: bool
+) -> torch.fx.GraphModule:
+    """Insert the observers (``is_qat``: fake quantizers) of ``quantizer`` into an exported graph of ``model``.
+
+    The part of :func:`prepare_qat` after the export, shared with post-training quantization
+    (:func:`~lightning_compress.quantization.ptq.prepare_ptq`): torchao's ``prepare_qat_pt2e`` (or ``prepare_pt2e``),
+    the checks that every layer of ``to_quantize`` got a weight quantizer, the float model's layer classes restored
+    on the graph's submodules, and the mode switches (:mod:`~lightning_compress.quantization.qat_modes`), in training
+    mode for QAT and in evaluation mode for PTQ.
+
+    Raises:
+        RuntimeError: As :func:`prepare_qat`.
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+
+    name = type(model).__name__
     reused = split_reused_call_sites(graph_module)
     try:
         with conv_bn_pattern_cache():
-            prepared = prepare_qat_pt2e(graph_module, x86_qat_quantizer(keep_float))
+            prepared = (prepare_qat_pt2e if is_qat else prepare_pt2e)(graph_module, quantizer)
     except (ValueError, AssertionError, IndexError) as err:
         hint = (
             f" The layers {', '.join(reused)} are called more than once in the graph: keep them in float with"
@@ -173,9 +198,10 @@ def prepare_qat(
             else ""
         )
         raise RuntimeError(
-            f"the X86 INT8 quantizer (torchao PT2E, is_qat=True) failed on {name}: {type(err).__name__}: {err}.{hint}"
+            f"the X86 INT8 quantizer (torchao PT2E, is_qat={is_qat}) failed on {name}: {type(err).__name__}: {err}."
+            f"{hint}"
         ) from err
-    if not fake_quantizers(prepared):
+    if not observers(prepared):
         raise RuntimeError(
             f"no layer of {name} was quantized: the X86 quantizer found no Conv/Linear pattern it"
             " supports outside the layers kept in float (`filter_fn`, `skip_first_conv`, `skip_classifier`)"
@@ -190,7 +216,7 @@ def prepare_qat(
             f" `filter_fn=lambda module, fqn: fqn not in {sorted(missed)!r}`"
         )
     _restore_layer_types(prepared, model)
-    install_mode_switches(prepared, train=True)
+    install_mode_switches(prepared, train=is_qat)
     return prepared
 
 

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-__all__ = ["fake_quantizers", "install_mode_switches", "is_prepared", "set_qat_mode", "sync_qat_mode"]
+__all__ = ["fake_quantizers", "install_mode_switches", "is_prepared", "observers", "set_qat_mode", "sync_qat_mode"]
 
 MARK = "lightning_compress_qat"  # key in a prepared GraphModule's `meta` (kept by deepcopy): its mode state
 
@@ -23,6 +23,15 @@ def fake_quantizers(prepared: nn.Module) -> list[nn.Module]:
     from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
 
     return [m for m in prepared.modules() if isinstance(m, FakeQuantizeBase)]
+
+
+def observers(prepared: nn.Module) -> list[nn.Module]:
+    """The torchao observers and fake quantizers of a prepared graph (PTQ graphs hold observers only), in module
+    order; a fake quantizer's own observer is listed too."""
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+    from torchao.quantization.pt2e.observer import ObserverBase
+
+    return [m for m in prepared.modules() if isinstance(m, (FakeQuantizeBase, ObserverBase))]
 
 
 def is_prepared(module: nn.Module) -> bool:

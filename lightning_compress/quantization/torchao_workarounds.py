@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CONV_OPS", "conv_bn_pattern_cache", "split_reused_call_sites", "x86_qat_quantizer"]
+__all__ = ["CONV_OPS", "conv_bn_pattern_cache", "split_reused_call_sites", "x86_qat_quantizer", "x86_quantizer"]
 
 _PATTERN_FACTORIES = (
     "_get_conv_bn_pattern",
@@ -118,6 +118,14 @@ def conv_bn_pattern_cache() -> Any:
 
 # -------------------------------------------------------------------------------------------------------- prepare
 def x86_qat_quantizer(keep_float: list[str]) -> Any:
+    """:func:`x86_quantizer` with the default QAT configuration (``is_qat=True``)."""
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+
+    return x86_quantizer(keep_float, xiq.get_default_x86_inductor_quantization_config(is_qat=True))
+
+
+def x86_quantizer(keep_float: list[str], config: Any) -> Any:
+    """torchao's ``X86InductorQuantizer`` with ``config`` for every layer but ``keep_float`` (qualified names)."""
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
 
     class Quantizer(xiq.X86InductorQuantizer):
@@ -138,7 +146,7 @@ def x86_qat_quantizer(keep_float: list[str]) -> Any:
             return model
 
     quantizer = Quantizer()
-    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(is_qat=True))
+    quantizer.set_global(config)
     for fqn in keep_float:
         quantizer.set_module_name_qconfig(fqn, None)
     return quantizer
