@@ -42,6 +42,7 @@ from lightning_compress.quantization.torchao_workarounds import (
 __all__ = [
     "FrozenInt8",
     "convert_to_int8",
+    "finish_int8",
     "max_pool_on_int8",
     "prepare_exported",
     "prepare_qat",
@@ -248,6 +249,13 @@ def convert_to_int8(prepared: torch.fx.GraphModule, compile: bool = True) -> nn.
     set_qat_mode(graph, False)
     with conv_bn_pattern_cache():
         converted = convert_pt2e(graph)
+    return finish_int8(converted, compile)
+
+
+def finish_int8(converted: torch.fx.GraphModule, compile: bool = True) -> nn.Module:
+    """The INT8 model of a graph fresh from ``convert_pt2e`` (the end of :func:`convert_to_int8`, shared with PTQ):
+    evaluation mode, the tensors it no longer reads dropped, max-pools on the int8 values
+    (:func:`max_pool_on_int8`), and with ``compile`` a :class:`FrozenInt8`. ``converted`` is modified in place."""
     nn.Module.train(converted, False)  # the converted graph has no train/eval ops left; its own .eval() raises
     _drop_unused_tensors(converted)
     max_pool_on_int8(converted)
