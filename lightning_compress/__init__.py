@@ -36,6 +36,8 @@ _EXPORTS: dict[str, str] = {
     "unpack_mask": "core.masks",
     "broadcast_masks": "core.distributed",
     "compression_target": "core.target",
+    "CompressionCallback": "core.compression_callback",
+    "FinalStateCheckpoint": "core.final_state_checkpoint",
     "find_network": "core.target",
     "schedule_step": "core.target",
     "prunable_weights": "core.selection",
@@ -146,7 +148,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names abov
     from lightning_compress.bench.gemm_benchmark import benchmark_gemm
     from lightning_compress.bench.model_benchmark import benchmark_model
     from lightning_compress.bench.results import BenchResult
+    from lightning_compress.core.compression_callback import CompressionCallback
     from lightning_compress.core.distributed import broadcast_masks
+    from lightning_compress.core.final_state_checkpoint import FinalStateCheckpoint
     from lightning_compress.core.masks import ParameterMasks, pack_mask, unpack_mask
     from lightning_compress.core.selection import prunable_weights, select_layers
     from lightning_compress.core.target import compression_target, find_network, schedule_step

@@ -9,15 +9,22 @@ Example:
     lc-train data=digits model=cnn_digits trainer.max_epochs=3
     lc-train -m optimizer.lr=1e-3,3e-3                   # a sweep; each job returns its best monitored score
     lc-train experiment=rotten_tomatoes_minilm
+    lc-train experiment=mnist_gmp90 ckpt_path=last      # resume the newest run of this task (see cli.resume)
+
+The best checkpoint (by ``monitor``) is chosen among the checkpoints saved once every compression schedule was final
+(:class:`~lightning_compress.core.final_state_checkpoint.FinalStateCheckpoint`), and the test split is evaluated on it;
+the summary (printed, and written to ``summary.json`` in the run folder) gives the sparsity and compression state of
+the weights that were tested, and says which weights those were.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import hydra
 import lightning.pytorch as pl
@@ -28,7 +35,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_compress.analysis.report import sparsity_report
+from lightning_compress.cli.resume import resolve_ckpt_path
+from lightning_compress.cli.train_config import check_monitor, check_train_config
 from lightning_compress.core.checkpoints import read_state_dict
+from lightning_compress.core.files import atomic_write_text
+from lightning_compress.core.final_state_checkpoint import FinalStateCheckpoint, compression_callbacks
 from lightning_compress.core.target import compression_target
 
 __all__ = ["CONFIG_DIR", "main", "model_kwargs", "train"]
@@ -63,6 +74,12 @@ def model_kwargs(model_cfg: DictConfig, num_classes: int) -> dict[str, int]:
 
 def _callbacks(cfg: DictConfig, monitor: str) -> tuple[list[Callback], ModelCheckpoint]:
     checkpoint = instantiate(cfg.callbacks.model_checkpoint, monitor=monitor)
+    if not isinstance(checkpoint, FinalStateCheckpoint) and cfg.get("compression"):
+        log.warning(
+            "`callbacks.model_checkpoint` is a %s, not a lightning_compress.FinalStateCheckpoint: the best checkpoint"
+            " may be one saved before the compression schedules were final",
+            type(checkpoint).__name__,
+        )
     others = [instantiate(node) for name, node in cfg.callbacks.items() if name != "model_checkpoint" and node]
     return [checkpoint, *others], checkpoint
 
@@ -85,6 +102,31 @@ def _compression(cfg: DictConfig, module: pl.LightningModule) -> tuple[pl.Lightn
                 f"taking `student`), got {type(built).__name__}"
             )
     return module, callbacks
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _tested(checkpoint: ModelCheckpoint, tested_path: Optional[str], tested: bool) -> str:
+    """Which weights the summary describes, in words."""
+    if tested_path:
+        step = getattr(checkpoint, "first_final_step", None)
+        final = "" if step is None else f"; every compression schedule final (first final checkpoint at step {step})"
+        return f"best checkpoint {tested_path}{final}"
+    skipped = getattr(checkpoint, "skipped", [])
+    why = f"; no checkpoint was saved in the final compression state ({len(skipped)} left out)" if skipped else ""
+    return ("the final weights in memory" if tested else "not tested; the final weights in memory") + why
+
+
+@rank_zero_only
+def _write_summary(rows: dict[str, Any], output_dir: str) -> None:
+    folder = Path(output_dir)
+    if folder.is_dir():
+        atomic_write_text(folder / "summary.json", json.dumps(rows, indent=2, default=str) + "\n")
 
 
 @rank_zero_only
@@ -119,9 +161,13 @@ def train(cfg: DictConfig) -> float | None:
         that a Hydra sweeper (Optuna) can optimise it; ``None`` if no validation ran.
 
     Raises:
-        ValueError: a model whose output width disagrees with the data set's label count (before training).
+        ValueError: a mistyped config value (``trainer.max_epochs=abc``), a ``monitor`` that no module logs, a model
+            whose output width disagrees with the data set's label count (all before training).
+        FileNotFoundError: ``ckpt_path=last`` with no earlier run of the task, or a ``ckpt_path`` that is missing.
     """
     start = time.perf_counter()
+    check_train_config(cfg)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir, _is_multirun())
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, **model_kwargs(cfg.model, datamodule.num_classes))
@@ -138,26 +184,39 @@ def train(cfg: DictConfig) -> float | None:
     datamodule.setup("fit")
     module.check_num_classes(next(iter(datamodule.train_dataloader())))
 
-    module, compression = _compression(cfg, module)
     monitor = cfg.monitor or f"val/{datamodule.metrics[0]}"
+    if hasattr(module, "fit_metric_names"):
+        check_monitor(monitor, module.fit_metric_names(), type(module).__name__)
+    module, compression = _compression(cfg, module)
     callbacks, checkpoint = _callbacks(cfg, monitor)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[*compression, *callbacks], logger=logger)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     rows: dict[str, Any] = {"output dir": cfg.paths.output_dir}
+    if ckpt_path:
+        rows["resumed from"] = ckpt_path
     score = checkpoint.best_model_score
     if score is not None:
         rows[f"best {monitor}"] = float(score)
+    tested_path = None
     if cfg.test:
-        best = "best" if score is not None and not trainer.fast_dev_run else None
+        best = "best" if score is not None and checkpoint.best_model_path and not trainer.fast_dev_run else None
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best)
         rows.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+        tested_path = checkpoint.best_model_path if best else None
     rows["best checkpoint"] = checkpoint.best_model_path or "-"
+    # after `test`, the module and the compression callbacks hold the tested checkpoint's weights and state
+    rows["tested weights"] = _tested(checkpoint, tested_path, bool(cfg.test))
+    for callback in compression_callbacks(trainer):
+        rows[f"compression: {type(callback).__name__}"] = callback.describe_state()
     report = sparsity_report(compression_target(module))
     rows["parameters"] = f"{sum(p.numel() for p in compression_target(module).parameters()):,}"
     rows["sparsity (Linear/Conv weights)"] = f"{report.sparsity:.2%} ({report.nonzeros:,} of {report.numel:,} non-zero)"
     rows["wall time"] = f"{time.perf_counter() - start:.1f} s"
+    _write_summary(rows, cfg.paths.output_dir)
     _print_summary(rows)
     return float(score) if score is not None else None
 

@@ -5,11 +5,16 @@ gradients at zero, save and restore the masks exactly, and let go of the optimiz
 A subclass (:class:`~lightning_compress.GradualMagnitudePruning`, :class:`~lightning_compress.NMSparsity`,
 :class:`~lightning_compress.OneShotPruning`) fills in:
 
-* ``_CONFIG``: the names of the constructor arguments that identify it (its ``state_key``);
+* ``_CONFIG``: the names of the constructor arguments that identify it (its ``state_key``), and ``_COMPARED``: the
+  further ones a resumed run must share (see :mod:`~lightning_compress.core.compression_callback`);
 * :meth:`~MaskingCallback._select`: the weights to mask, by name;
 * :meth:`~MaskingCallback._due` and :meth:`~MaskingCallback._update`: when and how the masks change;
 * :meth:`~MaskingCallback._extra_state` / :meth:`~MaskingCallback._load_extra_state` /
-  :meth:`~MaskingCallback._reset_schedule`: the schedule's own state.
+  :meth:`~MaskingCallback._reset_schedule`: the schedule's own state;
+* ``is_final`` / ``final_step`` / ``describe_state``: whether the masks are those the schedule ends in.
+
+Before a mask update the weights it ranks are checked for NaN and Inf (:meth:`MaskingCallback._check_finite`): a mask
+applied by multiplication would turn every pruned weight of a NaN layer into NaN.
 
 Lightning restores callback state before ``on_fit_start`` builds the masks, so a restored state waits
 (``_pending_state``) until the masks exist.
@@ -21,21 +26,21 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
-from torch import nn
+from torch import Tensor, nn
 from torch.optim import Optimizer
 from typing_extensions import override
 
+from lightning_compress.core.compression_callback import CompressionCallback
 from lightning_compress.core.masks import ParameterMasks
 from lightning_compress.core.target import schedule_step
+from lightning_compress.core.validation import check_finite
 
 __all__ = ["MaskingCallback"]
 
 
-class MaskingCallback(Callback):
+class MaskingCallback(CompressionCallback):
     """A callback that holds :class:`ParameterMasks` (``None`` until ``fit`` starts); see the module docstring."""
 
-    _CONFIG: tuple[str, ...] = ()  # the constructor arguments that tell two instances apart
     _masks: Optional[ParameterMasks] = None
     _pending_state: Optional[dict[str, Any]] = None
     _last_update_step: int = -1
@@ -80,14 +85,14 @@ class MaskingCallback(Callback):
         """The selected weights left dense, with the reason, once ``fit`` has started."""
         return dict(self._skipped)
 
-    def _config(self) -> dict[str, Any]:
-        """``_CONFIG``'s arguments and values (a callable by its qualified name): what makes the ``state_key``."""
-        return {name: _described(getattr(self, name)) for name in self._CONFIG}
+    def _check_finite(self, tensors: list[Tensor], step: int) -> None:
+        """Refuse NaN / Inf values in the tensors a mask update at ``step`` ranks (one per masked weight).
 
-    @property
-    @override
-    def state_key(self) -> str:
-        return self._generate_state_key(**self._config())
+        Raises:
+            ValueError: Naming every such weight.
+        """
+        assert self._masks is not None
+        check_finite(dict(zip(self._masks.names, tensors)), f"{type(self).__name__}'s mask update at step {step}")
 
     def _holds(self, params: Mapping[str, nn.Parameter]) -> bool:
         """Whether the current masks are on exactly these parameter objects, in this order."""
@@ -144,7 +149,12 @@ class MaskingCallback(Callback):
     def state_dict(self) -> dict[str, Any]:
         if self._masks is None:
             return dict(self._pending_state or {})
-        return {**self._masks.state_dict(), "last_update_step": self._last_update_step, **self._extra_state()}
+        return {
+            **self._masks.state_dict(),
+            "last_update_step": self._last_update_step,
+            **self._extra_state(),
+            "config": self.resume_config(),
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -167,7 +177,3 @@ class MaskingCallback(Callback):
         """Remove the masks' optimizer hooks (the masks and the zeros they made stay)."""
         if self._masks is not None:
             self._masks.detach()
-
-
-def _described(value: Any) -> Any:
-    return getattr(value, "__qualname__", None) if callable(value) else value

@@ -64,10 +64,17 @@ class GradualMagnitudePruning(MaskingCallback):
         skip_first_conv: Do not prune the first convolution.
         skip_classifier: Do not prune the last ``nn.Linear``.
         verbose: 0 silent, 1 one rank-zero line per update (``Sparsity: 40.00% -> 52.31%``), 2 also one line per layer.
+        allow_config_change: Resume from a checkpoint written with other arguments (their masks and schedule
+            state carried over, the change logged); False: such a resume is an error that lists the changes.
+
+    The masks are final (:attr:`is_final`) once they prune ``final_sparsity``: from step
+    ``min(end step, last step)`` on (:attr:`final_step`).
 
     Raises:
         ValueError: In ``__init__``, for any invalid argument (all of them listed at once). In ``on_fit_start``, if
-            nothing is selected. In ``on_train_start``, if the schedule ends after training does.
+            nothing is selected. In ``on_train_start``, if the schedule ends after training does. At a mask update,
+            if a selected weight holds NaN or Inf. When ``fit`` resumes from a checkpoint written with other
+            arguments (unless ``allow_config_change``).
 
     Example:
         >>> import lightning as L
@@ -85,6 +92,7 @@ class GradualMagnitudePruning(MaskingCallback):
         "skip_first_conv",
         "skip_classifier",
     )
+    _COMPARED = ("schedule", "update_every_n_steps")
 
     def __init__(
         self,
@@ -99,10 +107,11 @@ class GradualMagnitudePruning(MaskingCallback):
         skip_first_conv: bool = False,
         skip_classifier: bool = False,
         verbose: int = 1,
+        allow_config_change: bool = False,
     ) -> None:
         _validate(
             final_sparsity, initial_sparsity, start_epoch, end_epoch, schedule, scope, update_every_n_steps, filter_fn,
-            skip_first_conv, skip_classifier, verbose,
+            skip_first_conv, skip_classifier, verbose, allow_config_change,
         )  # fmt: skip
         self.final_sparsity = float(final_sparsity)
         self.initial_sparsity = float(initial_sparsity)
@@ -115,18 +124,39 @@ class GradualMagnitudePruning(MaskingCallback):
         self.skip_first_conv = skip_first_conv
         self.skip_classifier = skip_classifier
         self.verbose = verbose
+        self.allow_config_change = allow_config_change
 
         self._schedule_fn = resolve_schedule(schedule)
         self._start_step = 0
         self._end_step = 0
         self._last_step = 0  # the last optimizer step of the run: the final target applies from min(end, last) on
         self._sparsity = 0.0  # the target sparsity of the current masks
+        self._schedule_known = False  # set in on_train_start
 
     @property
     def current_sparsity(self) -> float:
         """The target sparsity the masks are at now (the fraction of the selected weights they prune); it grows from
         ``initial_sparsity`` to ``final_sparsity`` along the schedule."""
         return self._sparsity
+
+    @property
+    @override
+    def is_final(self) -> bool:
+        """Whether the masks prune ``final_sparsity`` (the schedule's end)."""
+        return self._masks is not None and self._sparsity >= self.final_sparsity
+
+    @property
+    @override
+    def final_step(self) -> Optional[int]:
+        """The optimizer step from which the masks prune ``final_sparsity`` (known from ``on_train_start``)."""
+        return min(self._end_step, self._last_step) if self._schedule_known else None
+
+    @override
+    def describe_state(self) -> str:
+        return (
+            f"GradualMagnitudePruning: {self._sparsity:.2%} of the selected weights pruned (target"
+            f" {self.final_sparsity:.2%}), {self._final_text()}"
+        )
 
     @property
     def sparsity(self) -> float:
@@ -155,6 +185,7 @@ class GradualMagnitudePruning(MaskingCallback):
         if trainer.fast_dev_run:
             # a debug run of a few steps: prune to the final target at once so that it exercises the whole path
             self._start_step = self._end_step = self._last_step = 0
+            self._schedule_known = True
             return
         total = trainer.estimated_stepping_batches
         needed = tuple(n for n, v in (("start_epoch", self.start_epoch), ("end_epoch", self.end_epoch)) if v)
@@ -180,6 +211,7 @@ class GradualMagnitudePruning(MaskingCallback):
                 f" optimizer steps per epoch) but training has only {int(total)} optimizer steps; lower `start_epoch`"
                 " or train longer"
             )
+        self._schedule_known = True
 
     # ------------------------------------------------------------------------------------------------- state dict
     @override
@@ -215,6 +247,7 @@ class GradualMagnitudePruning(MaskingCallback):
         target = self._target(step)
         if target <= self._sparsity:
             return
+        self._check_finite(masks.params, step)
         before_total, before_layers = masks.sparsity(), masks.layer_sparsity()
         if self.scope == "global":
             new = global_magnitude_masks(masks.params, target, masks.masks)
@@ -248,6 +281,7 @@ def _validate(
     skip_first_conv: Any,
     skip_classifier: Any,
     verbose: Any,
+    allow_config_change: Any,
 ) -> None:
     """Raise one ValueError naming every bad constructor argument, its value and what is allowed."""
     errors = ArgumentErrors()
@@ -264,6 +298,8 @@ def _validate(
     errors.one_of("scope", scope, _SCOPES)
     errors.int("update_every_n_steps", update_every_n_steps)
     errors.callable("filter_fn", filter_fn, "(module, fqn) -> bool")
-    errors.bools(skip_first_conv=skip_first_conv, skip_classifier=skip_classifier)
+    errors.bools(
+        skip_first_conv=skip_first_conv, skip_classifier=skip_classifier, allow_config_change=allow_config_change
+    )
     errors.verbose(verbose)
     errors.raise_if_any()

@@ -14,16 +14,16 @@ from typing import Any, Optional, Union
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_compress.core.batches import call_model, first_batch, model_inputs
+from lightning_compress.core.compression_callback import CompressionCallback
 from lightning_compress.core.metric_logging import log_metrics
 from lightning_compress.core.selection import FilterFn
 from lightning_compress.core.target import find_network, steps_per_epoch
-from lightning_compress.core.validation import ArgumentErrors
+from lightning_compress.core.validation import ArgumentErrors, check_finite
 from lightning_compress.quantization.export_inputs import ExampleInputs, shrink_inputs
 from lightning_compress.quantization.int4 import (
     GROUP_SIZES,
@@ -41,7 +41,7 @@ __all__ = ["SCHEMES", "QuantizationAwareTraining"]
 SCHEMES = ("int8", "int4_weight_only")
 
 
-class QuantizationAwareTraining(Callback):
+class QuantizationAwareTraining(CompressionCallback):
     """Trains with fake quantization and hands back the real quantized model (fast INT8 by default) after ``fit``.
 
     Schemes:
@@ -88,15 +88,33 @@ class QuantizationAwareTraining(Callback):
         evaluate_quantized: Log the quantized model's metrics (see above).
         compile_int8: Compile the INT8 model with inductor freezing (the fast path; the first call compiles).
         verbose: 0 silent, 1 one line per phase change.
+        allow_config_change: Resume from a checkpoint written with another schedule or layer choice (the change
+            logged); False: such a resume is an error that lists the changes.
+
+    The quantization is final (:attr:`is_final`) once the last phase change of the schedule has happened (fake
+    quantization on, and observers / BatchNorm frozen where a freeze epoch is set): from :attr:`final_step` on.
 
     Raises:
-        ValueError: On any bad argument (all reported at once).
+        ValueError: On any bad argument (all reported at once). In ``setup`` and before converting, if a weight or
+            BatchNorm statistic holds NaN or Inf. When ``fit`` resumes from a checkpoint written with other
+            arguments (unless ``allow_config_change``).
 
     Example:
         >>> qat = QuantizationAwareTraining(freeze_bn_epoch=2)
         >>> trainer = pl.Trainer(max_epochs=3, callbacks=[qat])
         >>> # trainer.fit(ClassificationModule(SmallCNN(), 10), datamodule); qat.quantized_model(x)
     """
+
+    _CONFIG = ("scheme", "attribute")
+    _COMPARED = (
+        "start_epoch",
+        "freeze_observers_epoch",
+        "freeze_bn_epoch",
+        "filter_fn",
+        "skip_first_conv",
+        "skip_classifier",
+        "group_size",
+    )
 
     def __init__(
         self,
@@ -113,10 +131,12 @@ class QuantizationAwareTraining(Callback):
         evaluate_quantized: bool = True,
         compile_int8: bool = True,
         verbose: int = 1,
+        allow_config_change: bool = False,
     ) -> None:
         _validate(
             scheme, start_epoch, freeze_observers_epoch, freeze_bn_epoch, filter_fn, skip_first_conv,
             skip_classifier, group_size, attribute, example_inputs, evaluate_quantized, compile_int8, verbose,
+            allow_config_change,
         )  # fmt: skip
         self.scheme = scheme
         self.start_epoch = float(start_epoch)
@@ -131,6 +151,7 @@ class QuantizationAwareTraining(Callback):
         self.evaluate_quantized = evaluate_quantized
         self.compile_int8 = compile_int8
         self.verbose = verbose
+        self.allow_config_change = allow_config_change
 
         self.quantized_model: Optional[nn.Module] = None
         self.quantized_metrics: dict[str, float] = {}
@@ -139,11 +160,34 @@ class QuantizationAwareTraining(Callback):
         self._phase: tuple[bool, bool, bool] = (True, False, False)  # fake quant on, observers frozen, BN frozen
         self._test_metrics: Optional[Any] = None
         self._example: Optional[ExampleInputs] = example_inputs
+        self._schedule_known = False  # set in on_train_start
 
     @property
     @override
-    def state_key(self) -> str:
-        return self._generate_state_key(scheme=self.scheme, attribute=self.attribute)
+    def is_final(self) -> bool:
+        """Whether the last phase change of the schedule has happened (see the class docstring)."""
+        return self._prepared is not None and self._schedule_known and self._phase == self._final_phase()
+
+    @property
+    @override
+    def final_step(self) -> Optional[int]:
+        """The optimizer step of the last phase change (known from ``on_train_start``)."""
+        if not self._schedule_known:
+            return None
+        return max(step for step in self._steps.values() if step is not None)
+
+    @override
+    def describe_state(self) -> str:
+        fake_quant, frozen_obs, frozen_bn = self._phase
+        phase = (
+            f"fake quant {'on' if fake_quant else 'off'}"
+            + (f", observers {'frozen' if frozen_obs else 'live'}" if self.scheme == "int8" else "")
+            + (f", BN statistics {'frozen' if frozen_bn else 'live'}" if self.scheme == "int8" else "")
+        )
+        return f"QuantizationAwareTraining {self.scheme}: {phase}, {self._final_text()}"
+
+    def _final_phase(self) -> tuple[bool, bool, bool]:
+        return True, self._steps["observers"] is not None, self._steps["bn"] is not None
 
     @property
     def prepared_model(self) -> Optional[nn.Module]:
@@ -162,6 +206,7 @@ class QuantizationAwareTraining(Callback):
         """
         if self._prepared is None:
             raise RuntimeError("nothing is prepared yet: the model is prepared in `setup` of `fit`/`test`")
+        check_finite(_finite_checked(self._prepared), f"{self.scheme} conversion (QuantizationAwareTraining)")
         if self.scheme == "int8":
             return convert_to_int8(self._prepared, compile=self.compile_int8)  # type: ignore[arg-type]
         return convert_to_int4(self._prepared)
@@ -193,6 +238,7 @@ class QuantizationAwareTraining(Callback):
                 f"QuantizationAwareTraining exports a network, and `{name}` is a LightningModule"
                 f' ({type(module).__name__}): pass `attribute="<its network>"`'
             )
+        check_finite(_finite_checked(module), f"{self.scheme} QAT preparation (QuantizationAwareTraining)")
         inputs = self.example_inputs if self.example_inputs is not None else _first_inputs(trainer, pl_module, stage)
         self._example = shrink_inputs(inputs)
         if self.scheme == "int8":
@@ -220,6 +266,7 @@ class QuantizationAwareTraining(Callback):
         steps = steps_per_epoch(trainer, pl_module, tuple(names[k] for k, epoch in schedule if epoch))
         for key, epoch in schedule:
             self._steps[key] = None if epoch is None else round(epoch * steps)
+        self._schedule_known = True
         self._apply_phase(trainer.global_step, force=True)
 
     @override
@@ -303,7 +350,7 @@ class QuantizationAwareTraining(Callback):
     def state_dict(self) -> dict[str, Any]:
         # Scales, zero points, observer ranges and their enabled flags are buffers of the prepared graph: they are in
         # the module's state_dict. Only the phase flags live here (they are re-derived from the step on resume too).
-        return {"phase": list(self._phase)}
+        return {"phase": list(self._phase), "config": self.resume_config()}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -365,6 +412,14 @@ class QuantizationAwareTraining(Callback):
 
 
 # ---------------------------------------------------------------------------------------------------------- module
+def _finite_checked(module: nn.Module) -> dict[str, Tensor]:
+    """The tensors that must be finite before quantizing: the parameters and the BatchNorm running statistics (not
+    the observers' ranges, which start at +-inf)."""
+    tensors = dict(module.named_parameters())
+    tensors.update({n: b for n, b in module.named_buffers() if n.rsplit(".", 1)[-1] in ("running_mean", "running_var")})
+    return tensors
+
+
 def _metrics_host(pl_module: Any, name: str) -> Optional[Any]:
     """The module whose ``split_batch`` and ``<name>`` metrics evaluate the quantized model: ``pl_module`` itself, or
     the student of a distillation module."""
@@ -421,6 +476,7 @@ def _validate(
     evaluate_quantized: Any,
     compile_int8: Any,
     verbose: Any,
+    allow_config_change: Any,
 ) -> None:
     """Raise one ValueError naming every bad constructor argument, its value and what is allowed."""
     errors = ArgumentErrors("QuantizationAwareTraining: ")
@@ -435,7 +491,8 @@ def _validate(
             errors.require(value >= start_epoch, name, f">= `start_epoch` ({start_epoch}) or None", value)
     errors.callable("filter_fn", filter_fn, "(module, fqn) -> bool")
     errors.bools(skip_first_conv=skip_first_conv, skip_classifier=skip_classifier,
-                 evaluate_quantized=evaluate_quantized, compile_int8=compile_int8)  # fmt: skip
+                 evaluate_quantized=evaluate_quantized, compile_int8=compile_int8,
+                 allow_config_change=allow_config_change)  # fmt: skip
     errors.one_of("group_size", group_size, GROUP_SIZES)
     errors.require(attribute is None or (isinstance(attribute, str) and bool(attribute)), "attribute",
                    "a submodule name or None", attribute)  # fmt: skip

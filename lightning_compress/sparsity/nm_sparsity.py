@@ -89,11 +89,17 @@ class NMSparsity(MaskingCallback):
         strict: Raise instead of warning when a selected layer cannot be made N:M.
         verbose: 0 silent, 1 a rank-zero line when the sparsity changes (``N:M sparsity: 0.00% -> 50.00%``), 2 also one
             line per layer.
+        allow_config_change: Resume from a checkpoint written with other arguments (their masks, dense copy and
+            schedule state carried over, the change logged); False: such a resume is an error that lists the changes.
+
+    The masks are final (:attr:`is_final`) once every group is N:M, from the end of the ramp on (:attr:`final_step`;
+    ``"dynamic"`` masks still move, but always N:M).
 
     Raises:
         ValueError: In ``__init__``, for any invalid argument (all of them listed at once). In ``on_fit_start``, if no
             selected layer can be made N:M, or (``strict=True``) some cannot. In ``on_train_start``, if the start or
-            the ramp falls after the end of training.
+            the ramp falls after the end of training. At a mask update, if a masked weight holds NaN or Inf. When
+            ``fit`` resumes from a checkpoint written with other arguments (unless ``allow_config_change``).
 
     Example:
         >>> import lightning as L
@@ -102,6 +108,7 @@ class NMSparsity(MaskingCallback):
     """
 
     _CONFIG = ("n", "m", "policy", "start_epoch", "ramp_epochs", "filter_fn", "skip_first_conv", "skip_classifier")
+    _COMPARED = ("update_every_n_steps", "sr_ste_decay")
 
     def __init__(
         self,
@@ -117,10 +124,11 @@ class NMSparsity(MaskingCallback):
         skip_classifier: bool = False,
         strict: bool = False,
         verbose: int = 1,
+        allow_config_change: bool = False,
     ) -> None:
         _validate(
             n, m, start_epoch, policy, update_every_n_steps, ramp_epochs, sr_ste_decay, filter_fn, skip_first_conv,
-            skip_classifier, strict, verbose,
+            skip_classifier, strict, verbose, allow_config_change,
         )  # fmt: skip
         self.n = n
         self.m = m
@@ -134,6 +142,7 @@ class NMSparsity(MaskingCallback):
         self.skip_classifier = skip_classifier
         self.strict = strict
         self.verbose = verbose
+        self.allow_config_change = allow_config_change
 
         self._skipped: dict[str, str] = {}
         self._dense: Optional[list[Tensor]] = None  # "dynamic": the dense values of the masked weights
@@ -144,11 +153,31 @@ class NMSparsity(MaskingCallback):
         self._start_step = 0
         self._full_step = 0  # the step from which every group is N:M
         self._fraction = 0.0  # fraction of the groups that the current masks make N:M
+        self._schedule_known = False  # set in on_train_start
 
     @property
     def fraction(self) -> float:
         """The fraction of the groups of ``m`` that the current masks make N:M (1.0 once fully applied)."""
         return self._fraction
+
+    @property
+    @override
+    def is_final(self) -> bool:
+        """Whether every group of ``m`` is N:M (the end of the ramp)."""
+        return self._masks is not None and self._fraction >= 1.0
+
+    @property
+    @override
+    def final_step(self) -> Optional[int]:
+        """The optimizer step from which every group is N:M (known from ``on_train_start``)."""
+        return self._full_step if self._schedule_known else None
+
+    @override
+    def describe_state(self) -> str:
+        return (
+            f"NMSparsity {self.n}:{self.m} ({self.policy}): {self._fraction:.0%} of the groups {self.n}:{self.m},"
+            f" {self._final_text()}"
+        )
 
     # ------------------------------------------------------------------------------------------------------ hooks
     @override
@@ -211,6 +240,7 @@ class NMSparsity(MaskingCallback):
                 f" {int(total)} optimizer steps; lower `ramp_epochs` or train longer"
             )
         self._full_step = min(self._full_step, last_step)  # a ramp that ends with training completes on the last step
+        self._schedule_known = True
         self._external = self._other_masks(trainer)
 
     @override
@@ -297,6 +327,7 @@ class NMSparsity(MaskingCallback):
         if self.policy == "fixed":
             if target <= self._fraction:
                 return
+            self._check_finite(masks.params, step)
             new = [partial_nm_mask(p, self.n, self.m, target, mask) for p, mask in zip(masks.params, masks.masks)]
         else:
             if self._dense is None:  # the first application: the dense copy starts from the weights
@@ -304,6 +335,7 @@ class NMSparsity(MaskingCallback):
                 for dense, external in zip(self._dense, self._external):
                     for other in external:
                         dense.mul_(other)
+            self._check_finite(self._dense, step)
             new = [partial_nm_mask(d, self.n, self.m, target) for d in self._dense]
         new = broadcast_masks(new)
         changed = sum(int((a != b).sum()) for a, b in zip(new, masks.masks)) / sum(m.numel() for m in new)
@@ -394,6 +426,7 @@ def _validate(
     skip_classifier: Any,
     strict: Any,
     verbose: Any,
+    allow_config_change: Any,
 ) -> None:
     """Raise one ValueError naming every bad constructor argument, its value and what is allowed."""
     errors = ArgumentErrors()
@@ -404,6 +437,7 @@ def _validate(
     errors.number("ramp_epochs", ramp_epochs, minimum=0)
     errors.number("sr_ste_decay", sr_ste_decay, minimum=0)
     errors.callable("filter_fn", filter_fn, "(module, fqn) -> bool")
-    errors.bools(skip_first_conv=skip_first_conv, skip_classifier=skip_classifier, strict=strict)
+    errors.bools(skip_first_conv=skip_first_conv, skip_classifier=skip_classifier, strict=strict,
+                 allow_config_change=allow_config_change)  # fmt: skip
     errors.verbose(verbose)
     errors.raise_if_any()

@@ -134,6 +134,15 @@ class ClassificationModule(pl.LightningModule):
         self.num_classes = num_classes
         self.hparams["num_classes"] = num_classes
 
+    def fit_metric_names(self) -> tuple[str, ...]:
+        """The metrics this module logs during ``fit``, which a ``ModelCheckpoint`` or ``EarlyStopping`` may monitor.
+
+        Example:
+            >>> ClassificationModule(nn.Linear(4, 3), num_classes=3, metrics=("acc", "f1")).fit_metric_names()
+            ('train/loss', 'val/loss', 'val/acc', 'val/f1')
+        """
+        return ("train/loss", "val/loss", *(f"val/{name}" for name in self.metric_names))
+
     @property
     def is_regression(self) -> bool:
         return self.num_classes == 1

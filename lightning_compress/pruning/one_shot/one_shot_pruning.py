@@ -64,10 +64,15 @@ class OneShotPruning(MaskingCallback):
         percdamp: SparseGPT's dampening, a fraction of the mean Hessian diagonal, >= 0.
         verbose: 0 silent, 1 one rank-zero line (``One-shot sparsegpt 50%: sparsity 0.00% -> 50.00% ...``), 2 also one
             line per layer.
+        allow_config_change: Resume from a checkpoint written with other arguments (its masks carried over, the
+            change logged); False: such a resume is an error that lists the changes.
+
+    The masks are final (:attr:`is_final`) as soon as they exist: from step 0.
 
     Raises:
         ValueError: In ``__init__``, for any invalid argument (all of them listed at once). In ``on_fit_start``, if
-            the calibration data is empty, or no selected layer can be pruned.
+            the calibration data is empty, or no selected layer can be pruned. When ``fit`` resumes from a checkpoint
+            written with other arguments (unless ``allow_config_change``).
 
     Example:
         >>> import lightning as L
@@ -76,6 +81,7 @@ class OneShotPruning(MaskingCallback):
     """
 
     _CONFIG = ("method", "sparsity", "n", "m", "filter_fn", "skip_first_conv", "skip_classifier")
+    _COMPARED = ("calibration_batches", "blocks", "blocksize", "percdamp")
 
     def __init__(
         self,
@@ -93,6 +99,7 @@ class OneShotPruning(MaskingCallback):
         blocksize: int = 128,
         percdamp: float = 0.01,
         verbose: int = 1,
+        allow_config_change: bool = False,
     ) -> None:
         errors = ArgumentErrors()
         check_method_arguments(
@@ -101,6 +108,7 @@ class OneShotPruning(MaskingCallback):
         )  # fmt: skip
         errors.require(blocks is None or isinstance(blocks, str), "blocks", "'auto', None or a module name", blocks)
         errors.verbose(verbose)
+        errors.bool("allow_config_change", allow_config_change)
         errors.raise_if_any()
         self.method = method
         self.sparsity = None if sparsity is None else float(sparsity)
@@ -116,9 +124,27 @@ class OneShotPruning(MaskingCallback):
         self.blocksize = blocksize
         self.percdamp = percdamp
         self.verbose = verbose
+        self.allow_config_change = allow_config_change
 
         self._skipped: dict[str, str] = {}
         self._seconds = 0.0
+
+    @property
+    @override
+    def is_final(self) -> bool:
+        """Whether the model is pruned (one shot: final as soon as it is)."""
+        return self._masks is not None
+
+    @property
+    @override
+    def final_step(self) -> Optional[int]:
+        return 0
+
+    @override
+    def describe_state(self) -> str:
+        pruned = f"sparsity {self._masks.sparsity():.2%}" if self._masks is not None else "not pruned yet"
+        pattern = pattern_name(self.sparsity, self.n, self.m)
+        return f"OneShotPruning {self.method} {pattern}: {pruned}, {self._final_text()}"
 
     # ------------------------------------------------------------------------------------------------------ hooks
     @override
