@@ -128,14 +128,11 @@ class CompressionCallback(Callback):
         orphans = [key for key in states if self._same_class(key) and key not in claimed]
         if not orphans:
             return
+        changes = {key: self._changes_from(key, states[key], current) for key in orphans}
         if len(orphans) > 1 or not self.allow_config_change:
-            described_ = "; ".join(
-                f"{', '.join(config_changes(self._saved_config(key, states[key]), current)) or key}" for key in orphans
-            )
-            self._raise(described_, migrate=len(orphans) == 1)
+            self._raise("; ".join(", ".join(c) or key for key, c in changes.items()), migrate=len(orphans) == 1)
         (key,) = orphans
-        changes = config_changes(self._saved_config(key, states[key]), current)
-        self._warn_migration(changes)
+        self._warn_migration(changes[key])
         states[self.state_key] = states[key]  # Lightning hands this state to load_state_dict next
 
     def _check_same(self, changes: list[str], key: str) -> None:
@@ -167,12 +164,15 @@ class CompressionCallback(Callback):
         name = type(self).__qualname__
         return isinstance(key, str) and (key == name or key.startswith(name + "{"))
 
-    def _saved_config(self, key: str, state: Any) -> dict[str, Any]:
-        """The configuration a saved state was written with: its ``"config"``, else what its key says."""
+    def _changes_from(self, key: str, state: Any, current: Mapping[str, Any]) -> list[str]:
+        """What differs between the configuration a saved state was written with (its ``"config"``, else what its
+        key says: then only the key's arguments are compared) and ``current``."""
         if isinstance(state, Mapping) and isinstance(state.get("config"), Mapping):
-            return dict(state["config"])
+            return config_changes(state["config"], current)
         try:
             parsed = ast.literal_eval(key[len(type(self).__qualname__) :])
         except (ValueError, SyntaxError):
-            return {}
-        return dict(parsed) if isinstance(parsed, dict) else {}
+            return []
+        if not isinstance(parsed, dict):
+            return []
+        return config_changes(parsed, {name: current[name] for name in parsed if name in current})

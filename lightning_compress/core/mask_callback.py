@@ -13,8 +13,9 @@ A subclass (:class:`~lightning_compress.GradualMagnitudePruning`, :class:`~light
   :meth:`~MaskingCallback._reset_schedule`: the schedule's own state;
 * ``is_final`` / ``final_step`` / ``describe_state``: whether the masks are those the schedule ends in.
 
-Before a mask update the weights it ranks are checked for NaN and Inf (:meth:`MaskingCallback._check_finite`): a mask
-applied by multiplication would turn every pruned weight of a NaN layer into NaN.
+When ``fit`` starts and before every mask update the weights are checked for NaN and Inf
+(:meth:`MaskingCallback._check_finite`): a mask applied by multiplication would turn every pruned weight of a NaN layer
+into NaN.
 
 Lightning restores callback state before ``on_fit_start`` builds the masks, so a restored state waits
 (``_pending_state``) until the masks exist.
@@ -85,14 +86,18 @@ class MaskingCallback(CompressionCallback):
         """The selected weights left dense, with the reason, once ``fit`` has started."""
         return dict(self._skipped)
 
-    def _check_finite(self, tensors: list[Tensor], step: int) -> None:
-        """Refuse NaN / Inf values in the tensors a mask update at ``step`` ranks (one per masked weight).
+    def _check_finite(self, tensors: list[Tensor], when: str) -> None:
+        """Refuse NaN / Inf values in ``tensors`` (one per masked weight), e.g. those a mask update ranks.
+
+        Args:
+            tensors: One per masked weight, in the masks' order.
+            when: What was about to happen (``"mask update at step 40"``), for the message.
 
         Raises:
             ValueError: Naming every such weight.
         """
         assert self._masks is not None
-        check_finite(dict(zip(self._masks.names, tensors)), f"{type(self).__name__}'s mask update at step {step}")
+        check_finite(dict(zip(self._masks.names, tensors)), f"{type(self).__name__}'s {when}")
 
     def _holds(self, params: Mapping[str, nn.Parameter]) -> bool:
         """Whether the current masks are on exactly these parameter objects, in this order."""
@@ -108,9 +113,10 @@ class MaskingCallback(CompressionCallback):
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._use(self._select(trainer, pl_module))
+        masks = self._use(self._select(trainer, pl_module))
         if self._pending_state is not None:
             self._load_pending()
+        self._check_finite(masks.params, "masking (fit start)")
         self._attach(trainer)
 
     @override

@@ -247,7 +247,7 @@ class GradualMagnitudePruning(MaskingCallback):
         target = self._target(step)
         if target <= self._sparsity:
             return
-        self._check_finite(masks.params, step)
+        self._check_finite(masks.params, f"mask update at step {step}")
         before_total, before_layers = masks.sparsity(), masks.layer_sparsity()
         if self.scope == "global":
             new = global_magnitude_masks(masks.params, target, masks.masks)

@@ -327,7 +327,7 @@ class NMSparsity(MaskingCallback):
         if self.policy == "fixed":
             if target <= self._fraction:
                 return
-            self._check_finite(masks.params, step)
+            self._check_finite(masks.params, f"mask update at step {step}")
             new = [partial_nm_mask(p, self.n, self.m, target, mask) for p, mask in zip(masks.params, masks.masks)]
         else:
             if self._dense is None:  # the first application: the dense copy starts from the weights
@@ -335,7 +335,7 @@ class NMSparsity(MaskingCallback):
                 for dense, external in zip(self._dense, self._external):
                     for other in external:
                         dense.mul_(other)
-            self._check_finite(self._dense, step)
+            self._check_finite(self._dense, f"mask update at step {step}")
             new = [partial_nm_mask(d, self.n, self.m, target) for d in self._dense]
         new = broadcast_masks(new)
         changed = sum(int((a != b).sum()) for a, b in zip(new, masks.masks)) / sum(m.numel() for m in new)

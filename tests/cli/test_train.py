@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -187,10 +188,25 @@ def test_gmp_run_reaches_its_sparsity_and_logs_it(tmp_path: Path) -> None:
     train(cfg)
     metrics = (tmp_path / "csv" / "metrics.csv").read_text()
     assert "compress/sparsity" in metrics
-    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     weights = [v for k, v in state["state_dict"].items() if k.endswith("weight") and v.dim() > 1]
     zeros = sum(int((w == 0).sum()) for w in weights)
     assert zeros == round(0.8 * sum(w.numel() for w in weights))
+
+    # the best checkpoint is the only one saved with the final masks (epoch 2; the masks reach 80 % at its first
+    # step), whatever the validation scores of epochs 0 and 1; the summary describes the weights that were tested
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    best = tmp_path / "checkpoints" / "epoch002.ckpt"
+    assert summary["best checkpoint"] == str(best) and summary["tested weights"].startswith(f"best checkpoint {best}")
+    tested = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    weights = [v for k, v in tested.items() if k.endswith("weight") and v.dim() > 1]
+    nonzeros, numel = sum(int((w != 0).sum()) for w in weights), sum(w.numel() for w in weights)
+    assert (
+        summary["sparsity (Linear/Conv weights)"] == f"{1 - nonzeros / numel:.2%} ({nonzeros:,} of {numel:,} non-zero)"
+    )
+    gmp = summary["compression: GradualMagnitudePruning"]
+    assert gmp.startswith("GradualMagnitudePruning: 80.00% of the selected weights pruned (target 80.00%), final from")
+    assert "test/acc" in summary
 
 
 def test_preset_rotten_tomatoes_minilm(tmp_path: Path) -> None:
