@@ -76,6 +76,9 @@ _EXPORTS: dict[str, str] = {
     "prepare_int4_qat": "quantization.int4",
     "convert_to_int4": "quantization.int4",
     "load_quantized": "quantization.serialization",
+    "PostTrainingQuantization": "quantization.post_training_quantization",
+    "quantize": "quantization.ptq",
+    "quantization_sensitivity": "quantization.sensitivity",
     "save_quantized": "quantization.serialization",
     # distillation
     "DistillationModule": "distillation.distillation_module",
@@ -171,9 +174,12 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names abov
     from lightning_compress.pruning.structured.report import StructuredPruningReport
     from lightning_compress.pruning.structured.transformer import prune_ffn_neurons, prune_heads
     from lightning_compress.quantization.int4 import convert_to_int4, prepare_int4_qat
+    from lightning_compress.quantization.post_training_quantization import PostTrainingQuantization
     from lightning_compress.quantization.pt2e import convert_to_int8, prepare_qat
+    from lightning_compress.quantization.ptq import quantize
     from lightning_compress.quantization.qat import QuantizationAwareTraining
     from lightning_compress.quantization.qat_modes import set_qat_mode
+    from lightning_compress.quantization.sensitivity import quantization_sensitivity
     from lightning_compress.quantization.serialization import load_quantized, save_quantized
     from lightning_compress.sparsity.nm_masks import is_nm_sparse, nm_mask, partial_nm_mask
     from lightning_compress.sparsity.nm_sparsity import NMSparsity
