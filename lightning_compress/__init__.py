@@ -68,6 +68,8 @@ _EXPORTS: dict[str, str] = {
     "remove_channels": "pruning.structured.channels",
     "prune_ffn_neurons": "pruning.structured.transformer",
     "prune_heads": "pruning.structured.transformer",
+    "load_pruned": "pruning.structured.serialization",
+    "save_pruned": "pruning.structured.serialization",
     # quantization
     "QuantizationAwareTraining": "quantization.qat",
     "prepare_qat": "quantization.pt2e",
@@ -172,6 +174,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names abov
     from lightning_compress.pruning.schedule import constant_schedule, cubic_schedule, linear_schedule, sparsity_at_step
     from lightning_compress.pruning.structured.channels import prune_channels, remove_channels
     from lightning_compress.pruning.structured.report import StructuredPruningReport
+    from lightning_compress.pruning.structured.serialization import load_pruned, save_pruned
     from lightning_compress.pruning.structured.transformer import prune_ffn_neurons, prune_heads
     from lightning_compress.quantization.int4 import convert_to_int4, prepare_int4_qat
     from lightning_compress.quantization.post_training_quantization import PostTrainingQuantization

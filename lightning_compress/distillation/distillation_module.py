@@ -98,6 +98,9 @@ class DistillationModule(pl.LightningModule):
             the first batch, in ``setup`` (or by :meth:`prepare`).
         optimizer: An optimizer factory ``params -> Optimizer``, for a bare ``nn.Module`` student only (AdamW(1e-3)
             when omitted).
+        allow_pickle: Passed to :func:`~lightning_compress.distillation.teacher.load_teacher`: unpickle a teacher file
+            that holds a whole module (runs the code it names; only for files you trust). Not saved in the
+            hyperparameters, so a checkpoint never turns it on.
 
     Raises:
         ValueError: In ``__init__``, for any invalid argument (all of them listed at once), a feature name that does
@@ -127,6 +130,7 @@ class DistillationModule(pl.LightningModule):
         teacher_cache: Union[bool, str, os.PathLike] = False,
         num_classes: Optional[int] = None,
         optimizer: Optional[OptimizerFactory] = None,
+        allow_pickle: bool = False,
     ) -> None:
         super().__init__()
         pairs, errors = _validate(
@@ -146,7 +150,7 @@ class DistillationModule(pl.LightningModule):
             if isinstance(teacher, (str, os.PathLike))
             else type(find_network(teacher, strict=False)[0]).__name__
         )
-        net = load_teacher(teacher, teacher_model)
+        net = load_teacher(teacher, teacher_model, allow_pickle=allow_pickle is True)
         if self.teacher_dtype is not None:
             net.to(self.teacher_dtype)
         object.__setattr__(self, "_teacher", net)  # not a submodule: see the class docstring

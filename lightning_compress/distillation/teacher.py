@@ -5,12 +5,19 @@ Accepted teacher sources (:func:`load_teacher`):
 * an ``nn.Module`` (a plain network, a Hugging Face model, or a :class:`~lightning_compress.ClassificationModule`,
   whose ``.model`` is used);
 * a folder holding a saved Hugging Face model (``config.json`` + weights, as ``save_pretrained`` writes it), loaded
-  with ``AutoModelForSequenceClassification.from_pretrained``;
+  with ``AutoModelForSequenceClassification.from_pretrained`` (never with ``trust_remote_code``);
+* a folder of a structurally pruned model (:func:`~lightning_compress.pruning.structured.serialization.save_pruned`,
+  or a ``save_pretrained`` folder of a head-pruned BERT), rebuilt by ``load_pruned``;
 * a Lightning checkpoint (``.ckpt``, as ``lc-train`` / ``ModelCheckpoint`` save it) of a ``ClassificationModule``: its
   ``model.*`` weights are loaded, strictly, into ``teacher_model`` (the checkpoint does not hold the architecture);
-* a file written by ``torch.save(state_dict)``, loaded strictly into ``teacher_model``;
-* a file written by ``torch.save(module)``: the whole module is unpickled (``weights_only=False``: only load files
-  you trust).
+* a file written by ``torch.save(state_dict)`` or a safetensors file of weights, loaded strictly into
+  ``teacher_model``;
+* a file written by ``torch.save(module)``: only with ``allow_pickle=True``, which unpickles the whole module
+  (``weights_only=False``) with an :class:`~lightning_compress.core.checkpoints.UnsafeLoadWarning`: unpickling runs
+  whatever code the file names, so only for files you trust. Without it such a file is refused with a ``ValueError``
+  that names the classes it would import; nothing is ever retried with ``weights_only=False`` silently.
+
+Checkpoints and state dicts are read with ``torch.load(weights_only=True)`` or safetensors: no code runs from them.
 
 Example:
     >>> net = load_teacher(torch.nn.Linear(4, 3))
@@ -21,8 +28,8 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -30,6 +37,8 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from lightning_compress.core.checkpoints import PickledFileError, load_pickled, load_torch_file, read_state_dict
+from lightning_compress.core.file_kinds import file_kind
 from lightning_compress.core.target import find_network
 
 __all__ = ["TeacherSource", "freeze", "load_teacher", "module_fingerprint"]
@@ -44,20 +53,25 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
-def load_teacher(source: TeacherSource, teacher_model: Optional[nn.Module] = None) -> nn.Module:
+def load_teacher(
+    source: TeacherSource, teacher_model: Optional[nn.Module] = None, allow_pickle: bool = False
+) -> nn.Module:
     """Builds a frozen teacher network from a module or a file (see the module docstring for what is accepted).
 
     Args:
         source: The teacher, or the path of its saved weights.
         teacher_model: The architecture to load a checkpoint or a state dict into; not used otherwise.
+        allow_pickle: Unpickle a file that holds a whole module (``torch.save(model)``), with a warning. Only for
+            files you trust: unpickling runs the code the file names. Never read from a config file.
 
     Returns:
         The teacher network, in eval mode, with ``requires_grad=False`` everywhere, on the CPU for a file.
 
     Raises:
         FileNotFoundError: If ``source`` is a path that does not exist.
-        ValueError: If a checkpoint or state dict comes without ``teacher_model``, does not fit it, or the file holds
-            something else.
+        ValueError: If a checkpoint or state dict comes without ``teacher_model``, does not fit it, the file holds
+            a pickled module without ``allow_pickle``, or something else (the message names the file and what it
+            holds).
         TypeError: If ``source`` is neither a module nor a path.
 
     Example:
@@ -80,18 +94,16 @@ def load_teacher(source: TeacherSource, teacher_model: Optional[nn.Module] = Non
             "`lc-train experiment=mnist_cnn` writes a checkpoint under outputs/mnist_cnn/<date>/checkpoints/)"
         )
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ValueError(
-                f"`teacher` folder {str(path)!r} holds no config.json: a folder must be a Hugging Face model saved"
-                " with `save_pretrained`; a Lightning checkpoint is a .ckpt file"
-            )
-        from transformers import AutoModelForSequenceClassification
-
-        return freeze(AutoModelForSequenceClassification.from_pretrained(str(path)))
-    try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        obj = torch.load(path, map_location="cpu", weights_only=False)  # a whole pickled module (trusted source)
+        return freeze(_teacher_folder(path))
+    if file_kind(path) == "safetensors":
+        obj: Any = read_state_dict(path, "`teacher`")
+    else:
+        try:
+            obj = load_torch_file(path, "`teacher`", "a Lightning checkpoint, a state dict or a saved module")
+        except PickledFileError:
+            if not allow_pickle:
+                raise
+            obj = load_pickled(path, "`teacher`", allow_pickle=True)
     if isinstance(obj, nn.Module):
         return freeze(find_network(obj, strict=False)[0])
     if isinstance(obj, Mapping):
@@ -108,6 +120,27 @@ def load_teacher(source: TeacherSource, teacher_model: Optional[nn.Module] = Non
     raise ValueError(
         f"`teacher` file {str(path)!r} holds a {type(obj).__name__}, not a module, state dict or checkpoint"
     )
+
+
+def _teacher_folder(path: Path) -> nn.Module:
+    """A pruned model's folder (``load_pruned``) or a Hugging Face ``save_pretrained`` folder (no remote code)."""
+    from lightning_compress.pruning.structured.serialization import is_pruned_folder, load_pruned
+
+    if is_pruned_folder(path):
+        return load_pruned(path)
+    config = path / "config.json"
+    if not config.is_file():
+        raise ValueError(
+            f"`teacher` folder {str(path)!r} holds no config.json: a folder must be a Hugging Face model saved"
+            " with `save_pretrained` or a pruned model saved with `save_pruned`; a Lightning checkpoint is a .ckpt file"
+        )
+    try:
+        json.loads(config.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError(f"`teacher` folder {str(path)!r}: its config.json is no JSON") from None
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(str(path), trust_remote_code=False)
 
 
 def _load_weights(model: nn.Module, state: Mapping[str, Tensor], path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Teacher logits computed once and reused: keyed by the content of each example, in memory or in a ``.pt`` file.
+"""Teacher logits computed once and reused: keyed by the content of each example, in memory or in a file.
 
 The key of an example is a 128-bit BLAKE2b hash of its model inputs (dtype, shape and bytes of each input tensor; for a
 dict batch every key but ``labels``, each tensor trimmed to the positions where ``attention_mask`` is 1, so that the
@@ -7,10 +7,21 @@ change to the data pipeline, stays right under any shuffling, subsetting or batc
 logits of another example: a randomly augmented input is simply a miss, computed and stored (so a cache pays only when
 inputs repeat exactly). Hashing costs a device-to-host copy of the inputs and one BLAKE2b pass over them.
 
-On disk the cache is ``<folder>/teacher-logits-<teacher fingerprint>.rank<r>.pt``, the fingerprint covering the
-teacher's weights and dtype (:func:`~lightning_compress.distillation.teacher.module_fingerprint`): every job that uses
-the same teacher (sweep jobs, reruns, other data subsets) reads all the files of that teacher and adds what it computed,
-merged and written atomically at the end of each epoch with new entries.
+On disk the cache is ``<folder>/teacher-logits-<teacher fingerprint>.rank<r>.safetensors``, the fingerprint covering
+the teacher's weights and dtype (:func:`~lightning_compress.distillation.teacher.module_fingerprint`): every job that
+uses the same teacher (sweep jobs, reruns, other data subsets) reads all the files of that teacher and adds what it
+computed, merged and written atomically at the end of each epoch with new entries (temporary file and rename, the
+permissions of a new file under the umask, so a group-shared folder works for the group).
+
+A file is a checksummed safetensors file (:mod:`~lightning_compress.core.tensor_file`, format
+``lightning_compress.teacher_cache/1``): no pickle, and the header holds what identifies its content: the teacher
+fingerprint, the row count, the class count and the key size; the tensors are the example keys ``(N, 16)`` uint8 (the
+data fingerprint of each row) and the logits ``(N, C)`` float32. :meth:`TeacherCache.load` verifies all of it and the
+checksum; a file that fails (damaged, truncated, another format, another teacher's fingerprint inside, a class count
+that differs from the other files' or from the teacher's own logits) is ignored with a warning, never used. Files of
+older versions (``.pt``) are not read. The checks catch damage and misplaced files, not forgery: anyone who can write
+to the folder and knows the teacher's weights can write a consistent file, so keep a shared cache folder writable
+only by the people whose jobs you trust.
 
 Example:
     >>> calls = []
@@ -26,7 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -34,8 +45,12 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor
 
-__all__ = ["TeacherCache", "example_keys", "select_examples"]
+from lightning_compress.core.tensor_file import read_tensor_file, write_tensor_file
 
+__all__ = ["FORMAT", "TeacherCache", "example_keys", "select_examples"]
+
+FORMAT = "lightning_compress.teacher_cache/1"
+SUFFIX = ".safetensors"
 KEY_BYTES = 16
 _IGNORED = ("labels",)
 
@@ -98,7 +113,7 @@ class TeacherCache:
     """Teacher logits by example content (see the module docstring), in memory and optionally on disk.
 
     Args:
-        folder: Where to keep the ``.pt`` files; ``None`` keeps the cache in memory only.
+        folder: Where to keep the cache files; ``None`` keeps the cache in memory only.
         fingerprint: Identifies the teacher (weights and dtype); required with ``folder``.
 
     Raises:
@@ -116,6 +131,9 @@ class TeacherCache:
         self.folder = Path(folder).expanduser() if folder is not None else None
         self.fingerprint = fingerprint
         self._rows: dict[bytes, Tensor] = {}
+        self._from_disk: dict[
+            bytes, Path
+        ] = {}  # rows read from a file, until the teacher's own logits confirm the width
         self._new = 0
         self.hits = 0
         self.misses = 0
@@ -127,7 +145,7 @@ class TeacherCache:
         """This rank's cache file, or None for an in-memory cache."""
         if self.folder is None:
             return None
-        return self.folder / f"teacher-logits-{self.fingerprint}.rank{rank}.pt"
+        return self.folder / f"teacher-logits-{self.fingerprint}.rank{rank}{SUFFIX}"
 
     def logits(self, inputs: Any, teacher: Callable[[Any], Tensor]) -> Tensor:
         """The teacher's logits for a batch: cached rows where present, ``teacher(missing examples)`` for the rest.
@@ -146,6 +164,7 @@ class TeacherCache:
         self.misses += len(missing)
         if missing:
             computed = teacher(select_examples(inputs, missing) if len(missing) < len(keys) else inputs)
+            self._check_width(computed.shape[-1])
             for i, row in zip(missing, computed.detach().float().cpu()):
                 if keys[i] not in self._rows:
                     self._new += 1
@@ -158,13 +177,31 @@ class TeacherCache:
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
 
+    def _check_width(self, classes: int) -> None:
+        """Drops the rows read from files whose class count is not the teacher's own (with a warning)."""
+        if not self._from_disk:
+            return
+        wrong = {key: path for key, path in self._from_disk.items() if self._rows[key].shape[-1] != classes}
+        for key in wrong:
+            del self._rows[key]
+        if wrong:
+            files = sorted({str(p) for p in wrong.values()})
+            warnings.warn(
+                f"teacher cache: ignored {len(wrong)} rows of {files}: they hold logits of another width than the"
+                f" teacher's {classes}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self._from_disk = {}
+
     # ------------------------------------------------------------------------------------------------------ disk
     def load(self) -> int:
-        """Adds the entries of every file of this teacher in ``folder``; returns how many entries were added."""
+        """Adds the entries of every valid file of this teacher in ``folder`` (see the module docstring: a file that
+        fails a check is ignored with a warning); returns how many entries were added."""
         if self.folder is None or not self.folder.is_dir():
             return 0
         before = len(self._rows)
-        for path in sorted(self.folder.glob(f"teacher-logits-{self.fingerprint}.rank*.pt")):
+        for path in sorted(self.folder.glob(f"teacher-logits-{self.fingerprint}.rank*{SUFFIX}")):
             self._merge(path)
         return len(self._rows) - before
 
@@ -177,30 +214,47 @@ class TeacherCache:
         path = self.file(rank)
         if path is None or self._new == 0:
             return None
-        path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_file():
             self._merge(path)  # keep what another job with the same teacher wrote meanwhile
         keys = list(self._rows)
-        payload = {
-            "fingerprint": self.fingerprint,
+        logits = torch.stack([self._rows[k] for k in keys]).float().contiguous()
+        tensors = {
             "keys": torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8).view(len(keys), KEY_BYTES),
-            "logits": torch.stack([self._rows[k] for k in keys]),
+            "logits": logits,
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        meta = {"fingerprint": self.fingerprint, "rows": str(len(keys)), "classes": str(logits.shape[-1]),
+                "key_bytes": str(KEY_BYTES)}  # fmt: skip
+        write_tensor_file(path, tensors, FORMAT, meta)
         self._new = 0
         return path
 
+    def _ignore(self, path: Path, why: str) -> None:
+        warnings.warn(f"teacher cache: ignored {str(path)!r}: {why}", RuntimeWarning, stacklevel=3)
+
     def _merge(self, path: Path) -> None:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        if data.get("fingerprint") != self.fingerprint:
+        try:
+            tensors, meta = read_tensor_file(path, FORMAT, "teacher cache file", "a teacher-cache file")
+        except (ValueError, OSError) as err:
+            self._ignore(path, str(err))
             return
-        raw = data["keys"].contiguous().numpy().tobytes()
-        for i, row in enumerate(data["logits"]):
-            self._rows.setdefault(raw[i * KEY_BYTES : (i + 1) * KEY_BYTES], row)
+        keys, logits = tensors.get("keys"), tensors.get("logits")
+        if meta.get("fingerprint") != self.fingerprint:
+            self._ignore(path, f"it holds the logits of teacher {meta.get('fingerprint')!r}, not {self.fingerprint!r}")
+            return
+        if (keys is None or logits is None or keys.dtype != torch.uint8 or keys.dim() != 2
+                or keys.shape[1] != KEY_BYTES or logits.dtype != torch.float32 or logits.dim() != 2
+                or keys.shape[0] != logits.shape[0] or meta.get("rows") != str(keys.shape[0])
+                or meta.get("classes") != str(logits.shape[1])):  # fmt: skip
+            shapes = {k: (str(v.dtype), tuple(v.shape)) for k, v in tensors.items()}
+            self._ignore(path, f"its tensors {shapes} do not match its header {meta}")
+            return
+        widths = {row.shape[-1] for row in self._rows.values()}
+        if widths and widths != {logits.shape[1]}:
+            self._ignore(path, f"it holds {logits.shape[1]} logits per example, the cache {sorted(widths)}")
+            return
+        raw = keys.contiguous().numpy().tobytes()
+        for i, row in enumerate(logits.clone()):
+            key = raw[i * KEY_BYTES : (i + 1) * KEY_BYTES]
+            if key not in self._rows:
+                self._rows[key] = row
+                self._from_disk[key] = path

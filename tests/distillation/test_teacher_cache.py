@@ -83,7 +83,7 @@ def test_disk_cache_is_shared_and_merged(tmp_path: Path) -> None:
         first = TeacherCache(tmp_path, fingerprint)
         reference = first.logits(data[:6], teacher)
         path = first.save()
-        assert path == tmp_path / f"teacher-logits-{fingerprint}.rank0.pt" and path.is_file()
+        assert path == tmp_path / f"teacher-logits-{fingerprint}.rank0.safetensors" and path.is_file()
         assert first.save() is None  # nothing new
 
         other = TeacherCache(tmp_path, fingerprint)  # e.g. another sweep job on part of the same data

@@ -4,6 +4,7 @@ CNNs, scored by the gradient of a gate per unit and removed by slicing the weigh
 
 from lightning_compress.pruning.structured.channels import prune_channels, remove_channels
 from lightning_compress.pruning.structured.report import StructuredPruningReport
+from lightning_compress.pruning.structured.serialization import load_pruned, save_pruned
 from lightning_compress.pruning.structured.transformer import (
     prune_ffn_neurons,
     prune_heads,
@@ -13,10 +14,12 @@ from lightning_compress.pruning.structured.transformer import (
 
 __all__ = [
     "StructuredPruningReport",
+    "load_pruned",
     "prune_channels",
     "prune_ffn_neurons",
     "prune_heads",
     "remove_channels",
     "remove_ffn_neurons",
     "remove_heads",
+    "save_pruned",
 ]

@@ -14,10 +14,11 @@ batches (:mod:`~lightning_compress.pruning.structured.unit_gates`); each group l
 channels of lowest importance. The pruned network computes exactly what the original computes with those channels of the
 consumer's input set to 0.
 
-The result is the original's class with narrower layers (a ``ResNet`` stays a torchvision ``ResNet``). Save it whole:
-``torch.save(model, path)`` and ``torch.load(path, weights_only=False)``; for a ResNet the file refers only to torch
-and torchvision classes, so it loads without this library. (A ``state_dict`` alone does not fit a freshly built
-ResNet, whose widths come from its constructor.)
+The result is the original's class with narrower layers (a ``ResNet`` stays a torchvision ``ResNet``). A
+``state_dict`` alone does not fit a freshly built ResNet, whose widths come from its constructor: save it with
+:func:`~lightning_compress.pruning.structured.serialization.save_pruned` (the base architecture, the channels kept per
+group and checksummed safetensors weights) and reload it with ``load_pruned``, without pickle. (``torch.save(model)``
+also works, but reading it back unpickles the file: ``weights_only=False``, for trusted files only.)
 
 Example:
     >>> import torchvision
@@ -262,7 +263,7 @@ def prune_channels(
     Returns:
         ``(pruned_model, report)``; the model is of the original's class, mode, dtype and device, every parameter
         requiring grad. Save it with
-        ``torch.save(model, path)`` (see the module docstring).
+        :func:`~lightning_compress.pruning.structured.serialization.save_pruned` (see the module docstring).
 
     Raises:
         ValueError: If ``fraction`` is outside [0, 1), ``dataloader`` yields no batches, ``max_batches`` is not a

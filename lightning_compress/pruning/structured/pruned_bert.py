@@ -6,11 +6,15 @@ config is ignored. A head-pruned BERT keeps ``num_attention_heads`` (so the head
 heads each layer keeps in ``config.attention_heads_per_layer``; the classes here build the attention of layer ``i``
 with that many heads.
 
-This file imports only ``torch`` and ``transformers``: ``save_pretrained`` copies it next to the weights (with an
-``auto_map`` entry in ``config.json``), so a saved model reloads with plain transformers and no ``lightning_compress``:
+Save and reload such a model with :func:`~lightning_compress.pruning.structured.serialization.save_pruned` /
+:func:`~lightning_compress.pruning.structured.serialization.load_pruned` (a ``config.json`` plus checksummed
+safetensors, rebuilt with these classes: no pickle, no remote code). The classes are not registered for transformers'
+auto classes, so ``save_pretrained`` no longer copies this file next to the weights nor writes an ``auto_map``: such a
+folder (and one written by older versions, with the copied file) reloads with ``load_pruned``, which never runs a
+folder's ``.py`` file. Plain transformers refuses it (a size mismatch on the narrower layers), and loading it with
+``trust_remote_code=True`` would run whatever code the folder holds.
 
-    >>> from transformers import AutoModelForSequenceClassification
-    >>> model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)  # doctest: +SKIP
+    >>> model = load_pruned(folder)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -103,9 +107,3 @@ class PrunedBertForMaskedLM(BertForMaskedLM):
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         shrink_attention(self, _heads(config))
-
-
-PrunedBertModel.register_for_auto_class("AutoModel")
-PrunedBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
-PrunedBertForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
-PrunedBertForMaskedLM.register_for_auto_class("AutoModelForMaskedLM")

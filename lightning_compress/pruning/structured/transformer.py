@@ -10,19 +10,20 @@ Slicing a head removes its rows of the query, key and value projections and its 
 projection; slicing a neuron removes its row of ``intermediate.dense`` and its column of ``output.dense``. The pruned
 model computes exactly what the original computes with those heads / neurons gated to 0.
 
-Saving and loading without this library:
+Saving and loading (no pickle, no remote code):
+:func:`~lightning_compress.pruning.structured.serialization.save_pruned` writes a folder (``config.json`` with
+``attention_heads_per_layer`` and ``intermediate_size``, checksummed ``model.safetensors``, ``structure.json``) that
+:func:`~lightning_compress.pruning.structured.serialization.load_pruned` rebuilds.
 
-* FFN neurons: ``config.intermediate_size`` is updated (the same count in every layer), so ``save_pretrained`` and a
-  plain ``from_pretrained`` of the original class reload it.
-* Heads: transformers 5 has no head pruning (no ``pruned_heads``, no ``prune_heads``, no ``head_mask``), and its
-  ``BertSelfAttention`` sets the head size to ``hidden_size / num_attention_heads``, so no plain ``BertConfig``
-  describes a BERT with fewer heads of the same size. A head-pruned ``BertModel`` / ``BertFor{SequenceClassification,
-  TokenClassification,MaskedLM}`` is returned as the matching class of
-  :mod:`~lightning_compress.pruning.structured.pruned_bert`
-  (a subclass, with ``config.attention_heads_per_layer``); its ``save_pretrained`` writes that file next to the weights,
-  and ``AutoModelFor...from_pretrained(folder, trust_remote_code=True)`` reloads it with plain transformers. Other
-  BERT-family classes (RoBERTa, ELECTRA, ...) are sliced in place of their own class: they run, and save whole with
-  ``torch.save(model)`` / ``torch.load(path, weights_only=False)``, but not with ``save_pretrained``.
+* FFN neurons: ``config.intermediate_size`` is updated (the same count in every layer), so that folder (or a plain
+  ``save_pretrained``) also reloads with a plain ``from_pretrained`` of the original class.
+* Heads: transformers 5 has no head pruning (no ``pruned_heads``, no ``prune_heads``, no ``head_mask``: the config key
+  is ignored), and its ``BertSelfAttention`` sets the head size to ``hidden_size / num_attention_heads``, so no plain
+  ``BertConfig`` describes a BERT with fewer heads of the same size; plain ``from_pretrained`` of such a folder fails
+  with a size mismatch. A head-pruned ``BertModel`` / ``BertFor{SequenceClassification,TokenClassification,
+  MaskedLM}`` is returned as the matching class of :mod:`~lightning_compress.pruning.structured.pruned_bert` (a
+  subclass, with ``config.attention_heads_per_layer``); other BERT-family classes (RoBERTa, ELECTRA, ...) are sliced
+  in place of their own class, and ``load_pruned`` narrows a freshly built model of that class.
 
 Example:
     >>> from transformers import BertConfig, BertForSequenceClassification
@@ -316,8 +317,8 @@ def prune_heads(
     Returns:
         ``(pruned_model, report)``. The model is in the original's mode, dtype and device, every parameter
         requiring grad (ready to fine-tune, e.g. with the original as teacher); BERT classes come back as
-        their :mod:`~lightning_compress.pruning.structured.pruned_bert` subclass, which ``save_pretrained`` saves with
-        its code (reload with ``AutoModelFor...from_pretrained(folder, trust_remote_code=True)``).
+        their :mod:`~lightning_compress.pruning.structured.pruned_bert` subclass; save it with
+        :func:`~lightning_compress.pruning.structured.serialization.save_pruned` and reload it with ``load_pruned``.
 
     Raises:
         ValueError: If ``fraction`` is outside [0, 1), ``dataloader`` yields no batches, ``max_batches`` is not a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from lightning_compress.distillation.distillation_module import DistillationModu
 from lightning_compress.models import SmallCNN  # noqa: E402
 from lightning_compress.pruning.structured.pruned_bert import PrunedBertForSequenceClassification  # noqa: E402
 from lightning_compress.pruning.structured.report import num_parameters  # noqa: E402
+from lightning_compress.pruning.structured.serialization import load_pruned, save_pruned  # noqa: E402
 from lightning_compress.pruning.structured.transformer import (  # noqa: E402
     head_gates,
     neuron_gates,
@@ -159,33 +161,50 @@ def test_zero_fraction_is_an_unpruned_copy() -> None:
     torch.testing.assert_close(logits(small, b), logits(model, b), rtol=0, atol=0)
 
 
-def test_head_and_neuron_pruned_bert_reloads_with_plain_transformers(tmp_path: Path) -> None:
+def test_head_and_neuron_pruned_bert_reloads_without_remote_code(tmp_path: Path) -> None:
     model, b = tiny_bert(), batch()
     small, _ = prune_heads(model, 0.5, [batch(2)])
     small, _ = prune_ffn_neurons(small, 0.25, [batch(2)])
-    small.save_pretrained(tmp_path)
-    assert (tmp_path / "pruned_bert.py").is_file()  # the architecture travels with the weights
-    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path, trust_remote_code=True).eval()
-    assert type(reloaded).__module__.startswith("transformers_modules")  # not lightning_compress
+    save_pruned(small, tmp_path / "saved")
+    assert not list((tmp_path / "saved").glob("*.py"))  # no code travels with the weights
+    assert "auto_map" not in json.loads((tmp_path / "saved" / "config.json").read_text())
+    reloaded = load_pruned(tmp_path / "saved")
+    assert type(reloaded) is PrunedBertForSequenceClassification
     assert [layer.attention.self.num_attention_heads for layer in reloaded.bert.encoder.layer] == [2, 2]
     assert reloaded.config.intermediate_size == 48
-    torch.testing.assert_close(logits(reloaded, b), logits(small, b), rtol=0, atol=1e-6)
+    torch.testing.assert_close(logits(reloaded, b), logits(small, b), rtol=0, atol=0)
+    # transformers 5 ignores config.pruned_heads: plain transformers refuses the narrower layers, never loads them wrong
+    with pytest.raises(RuntimeError, match="mismatch"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved")
+
+
+def test_save_pretrained_of_a_head_pruned_bert_ships_no_code_and_reloads_with_load_pruned(tmp_path: Path) -> None:
+    model, b = tiny_bert(), batch()
+    small, _ = prune_heads(model, 0.5, [batch(2)])
+    small.save_pretrained(tmp_path)
+    assert not (tmp_path / "pruned_bert.py").exists()
+    (tmp_path / "pruned_bert.py").write_text("raise SystemExit('the folder code ran')\n")  # an older folder's copy
+    reloaded = load_pruned(tmp_path)  # this library's class: the folder's .py is never run
+    torch.testing.assert_close(logits(reloaded, b), logits(small, b), rtol=0, atol=0)
 
 
 def test_neuron_pruned_bert_reloads_without_remote_code(tmp_path: Path) -> None:
     model, b = tiny_bert(), batch()
     small, _ = prune_ffn_neurons(model, 0.5, [batch(2)])
-    small.save_pretrained(tmp_path)
-    reloaded = BertForSequenceClassification.from_pretrained(tmp_path).eval()
+    small.save_pretrained(tmp_path / "plain")
+    reloaded = BertForSequenceClassification.from_pretrained(tmp_path / "plain").eval()
+    torch.testing.assert_close(logits(reloaded, b), logits(small, b), rtol=0, atol=1e-6)
+    save_pruned(small, tmp_path / "saved")  # the library's folder loads with plain transformers too
+    reloaded = BertForSequenceClassification.from_pretrained(tmp_path / "saved").eval()
     torch.testing.assert_close(logits(reloaded, b), logits(small, b), rtol=0, atol=1e-6)
 
 
-def test_base_model_heads_and_torch_save(tmp_path: Path) -> None:
+def test_base_model_heads_save_and_load(tmp_path: Path) -> None:
     model = tiny_bert().bert
     assert type(model) is BertModel
     small = remove_heads(model, {"encoder.layer.1": [3]})
-    torch.save(small, tmp_path / "model.pt")
-    reloaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    save_pruned(small, tmp_path / "model")
+    reloaded = load_pruned(tmp_path / "model")
     b = inputs(batch())
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**b).last_hidden_state, small(**b).last_hidden_state, rtol=0, atol=0)
