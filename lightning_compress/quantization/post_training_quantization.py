@@ -45,7 +45,8 @@ class PostTrainingQuantization(Callback):
           ``calibration_data``), then the INT8 model's validation metrics are logged as ``val_int8/<metric>``;
         * before ``validate`` / ``test`` (when no INT8 model exists yet, or the weights changed since, e.g. a checkpoint
           was loaded), on ``calibration_data`` if given, else the training loader of the datamodule (or of the
-          LightningModule); with neither it refuses with a clear error. It never calibrates on the data it evaluates.
+          LightningModule, or of this Trainer's earlier ``fit``); with none of them it refuses with a clear error.
+          It never calibrates on the data it evaluates.
           Its metrics are logged as ``val_int8/<metric>`` / ``test_int8/<metric>`` beside ``val/`` / ``test/``.
 
     The network is found as by :class:`~lightning_compress.QuantizationAwareTraining` (a distillation module's
@@ -125,6 +126,7 @@ class PostTrainingQuantization(Callback):
         self._reference: Optional[nn.Module] = None
         self._fingerprint: Optional[tuple] = None
         self._metrics: Optional[Any] = None
+        self._fit_loader: Optional[Any] = None
 
     @property
     @override
@@ -257,7 +259,8 @@ class PostTrainingQuantization(Callback):
                 )
             return self.calibration_data, "calibration_data"
         if stage == "fit":
-            return stage_dataloader(trainer, "fit"), "the training loader"
+            self._fit_loader = stage_dataloader(trainer, "fit")
+            return self._fit_loader, "the training loader"
         datamodule = trainer.datamodule
         if datamodule is not None and is_overridden("train_dataloader", datamodule):
             try:
@@ -267,6 +270,8 @@ class PostTrainingQuantization(Callback):
                 return datamodule.train_dataloader(), "the datamodule's training loader"
         if is_overridden("train_dataloader", pl_module):
             return pl_module.train_dataloader(), "the LightningModule's training loader"
+        if self._fit_loader is not None:  # the training loader of an earlier `fit`
+            return self._fit_loader, "the training loader"
         raise RuntimeError(
             f"PostTrainingQuantization calibrates before `{stage}` when nothing was trained, and has no calibration"
             " data: pass `calibration_data=` (training batches) to the callback, or give the Trainer a datamodule"
