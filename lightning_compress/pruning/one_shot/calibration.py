@@ -90,6 +90,7 @@ class InputStatistics:
         module: A Linear, Conv1d or Conv2d layer (see :func:`unsupported_reason`).
         hessian: True: keep ``2 X X^T / tokens`` (``(in, in)``, SparseGPT); False: keep only ``sum_t x_tj^2``
             (``(in,)``, Wanda).
+        abs_mean: Also keep ``sum_t |x_tj|`` (``(in,)``, AWQ's activation scale).
 
     Attributes:
         token_mask: Optional bool ``(B, L)``: which tokens of the next inputs are real (an attention mask). While set,
@@ -106,7 +107,7 @@ class InputStatistics:
         (4, [2.0, 2.0, 2.0, 2.0])
     """
 
-    def __init__(self, module: nn.Module, hessian: bool) -> None:
+    def __init__(self, module: nn.Module, hessian: bool, abs_mean: bool = False) -> None:
         reason = unsupported_reason(module)
         if reason is not None:
             raise TypeError(reason)
@@ -116,6 +117,7 @@ class InputStatistics:
         self.token_mask: Optional[Tensor] = None
         self.tokens = 0
         self._sq = torch.zeros(size, dtype=torch.float32, device=weight.device)
+        self._abs: Optional[Tensor] = torch.zeros_like(self._sq) if abs_mean else None
         self._h: Optional[Tensor] = (
             torch.zeros(size, size, dtype=torch.float32, device=weight.device) if hessian else None
         )
@@ -135,7 +137,9 @@ class InputStatistics:
         count = rows.shape[0]
         if count == 0:
             return
-        self._sq += rows.square().sum(0)
+        self._sq += torch.linalg.vector_norm(rows, dim=0).square_()  # no (tokens, in) temporary
+        if self._abs is not None:
+            self._abs += torch.linalg.vector_norm(rows, ord=1, dim=0)
         if self._h is not None:  # a running mean, so that the scale stays near that of one token
             self._h.mul_(self.tokens / (self.tokens + count))
             self._h.addmm_(rows.T, rows, alpha=2.0 / (self.tokens + count))
@@ -144,6 +148,16 @@ class InputStatistics:
     def input_norms(self) -> Tensor:
         """``(in,)``: ``||X_j||_2`` over every token seen."""
         return self._sq.sqrt()
+
+    def input_abs_mean(self) -> Tensor:
+        """``(in,)``: the mean ``|x_j|`` over every token seen (AWQ).
+
+        Raises:
+            RuntimeError: If this was built without ``abs_mean=True``.
+        """
+        if self._abs is None:
+            raise RuntimeError("this InputStatistics keeps no mean |x| (built with abs_mean=False)")
+        return self._abs / max(self.tokens, 1)
 
     def hessian(self) -> Tensor:
         """``(in, in)``: ``2 X X^T / tokens``.

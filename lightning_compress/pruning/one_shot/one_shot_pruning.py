@@ -24,6 +24,7 @@ from lightning_compress.core.metric_logging import log_metrics
 from lightning_compress.core.selection import FilterFn
 from lightning_compress.core.target import compression_target
 from lightning_compress.core.validation import ArgumentErrors
+from lightning_compress.pruning.one_shot.ignored_layers import IgnoreSpec, check_ignore
 from lightning_compress.pruning.one_shot.prune import ForwardFn, check_method_arguments, one_shot_prune
 from lightning_compress.sparsity.pattern import pattern_name
 
@@ -62,6 +63,8 @@ class OneShotPruning(MaskingCallback):
             (a dict without ``labels``, or the first item of a tuple).
         blocksize: SparseGPT's lazy-update block, >= 1 (a multiple of ``m`` for N:M).
         percdamp: SparseGPT's dampening, a fraction of the mean Hessian diagonal, >= 0.
+        ignore: Selected layers left dense: ``"auto"`` (the output head and weights tied to an embedding) or module
+            names / ``fnmatch`` patterns (see :func:`~lightning_compress.pruning.one_shot.prune.one_shot_prune`).
         verbose: 0 silent, 1 one rank-zero line (``One-shot sparsegpt 50%: sparsity 0.00% -> 50.00% ...``), 2 also one
             line per layer.
         allow_config_change: Resume from a checkpoint written with other arguments (its masks carried over, the
@@ -100,6 +103,7 @@ class OneShotPruning(MaskingCallback):
         percdamp: float = 0.01,
         verbose: int = 1,
         allow_config_change: bool = False,
+        ignore: IgnoreSpec = "auto",
     ) -> None:
         errors = ArgumentErrors()
         check_method_arguments(
@@ -109,6 +113,7 @@ class OneShotPruning(MaskingCallback):
         errors.require(blocks is None or isinstance(blocks, str), "blocks", "'auto', None or a module name", blocks)
         errors.verbose(verbose)
         errors.bool("allow_config_change", allow_config_change)
+        check_ignore(errors, ignore)
         errors.raise_if_any()
         self.method = method
         self.sparsity = None if sparsity is None else float(sparsity)
@@ -124,6 +129,7 @@ class OneShotPruning(MaskingCallback):
         self.blocksize = blocksize
         self.percdamp = percdamp
         self.verbose = verbose
+        self.ignore = ignore if isinstance(ignore, str) else tuple(ignore)
         self.allow_config_change = allow_config_change
 
         self._skipped: dict[str, str] = {}
@@ -194,7 +200,7 @@ class OneShotPruning(MaskingCallback):
             target, loader, method=self.method, sparsity=self.sparsity, n=self.n, m=self.m,
             calibration_batches=self.calibration_batches, filter_fn=self.filter_fn,
             skip_first_conv=self.skip_first_conv, skip_classifier=self.skip_classifier, blocks=self.blocks,
-            forward_fn=forward, blocksize=self.blocksize, percdamp=self.percdamp,
+            forward_fn=forward, blocksize=self.blocksize, percdamp=self.percdamp, ignore=self.ignore,
         )  # fmt: skip
         params = {name: target.get_parameter(name) for name in result.masks}
         masks = broadcast_masks(list(result.masks.values()))

@@ -34,9 +34,10 @@ from torch import Tensor, nn
 
 from lightning_compress.core.batches import call_on_batch, move_data_to_device
 from lightning_compress.core.selection import FilterFn, prunable_weights
-from lightning_compress.core.validation import ArgumentErrors, is_int
+from lightning_compress.core.validation import ArgumentErrors, check_finite, is_int
 from lightning_compress.pruning.magnitude import magnitude_mask
 from lightning_compress.pruning.one_shot.calibration import InputStatistics, unsupported_reason
+from lightning_compress.pruning.one_shot.ignored_layers import IgnoreSpec, apply_ignore, check_ignore
 from lightning_compress.pruning.one_shot.sequential_calibration import (
     ForwardFn,
     LayerCalibration,
@@ -110,6 +111,7 @@ def one_shot_prune(
     forward_fn: Optional[ForwardFn] = None,
     blocksize: int = 128,
     percdamp: float = 0.01,
+    ignore: IgnoreSpec = "auto",
 ) -> OneShotResult:
     """Prune the Linear / Conv weights of a trained ``model`` in place, to ``sparsity`` or N:M, in one shot.
 
@@ -136,17 +138,23 @@ def one_shot_prune(
         :func:`~lightning_compress.core.batches.call_on_batch`.
         blocksize: SparseGPT's columns per lazy-update block, >= 1 (a multiple of ``m`` for N:M).
         percdamp: SparseGPT's dampening, a fraction of the mean Hessian diagonal, >= 0.
+        ignore: Selected layers to leave dense: ``"auto"`` (the output head and every layer whose weight is tied to an
+            embedding, see :mod:`~lightning_compress.pruning.one_shot.ignored_layers`), or module names / ``fnmatch``
+            patterns (``["lm_head", "*.down_proj"]``; ``()`` leaves nothing out). Ignored layers are listed in
+            ``skipped``.
 
     Returns:
         A :class:`OneShotResult` with the masks (the weights are already pruned) and the skipped layers.
 
     Raises:
         ValueError: Before any work, for a bad argument (every problem listed, each naming the argument, its value and
-            what is allowed; an empty ``dataloader`` included); if no selected layer can be pruned; if ``dataloader``
+            what is allowed; an empty ``dataloader`` included); if a selected weight holds NaN or Inf (naming it); if no
+            selected layer can be pruned; if ``dataloader``
             yields no batch; if the model's forward never reaches the blocks.
 
     Warns:
-        UserWarning: When SparseGPT raised the dampening of a layer (its name is in the message).
+        UserWarning: When SparseGPT raised the dampening of a layer (its name is in the message); when a selected
+            weight is tied to an embedding (both names in the message).
 
     Example:
         >>> conv_net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 8))
@@ -158,11 +166,15 @@ def one_shot_prune(
     start = time.perf_counter()
     _validate(
         model, dataloader, method, sparsity, n, m, calibration_batches, filter_fn, skip_first_conv, skip_classifier,
-        blocks, forward_fn, blocksize, percdamp,
+        blocks, forward_fn, blocksize, percdamp, ignore,
     )  # fmt: skip
     params = prunable_weights(model, filter_fn, skip_first_conv, skip_classifier)
-    owners = {name: model.get_submodule(name[: -len(".weight")] if name != "weight" else "") for name in params}
-    skipped: dict[str, str] = {}
+    layers = {_owner_name(name): model.get_submodule(_owner_name(name)) for name in params}
+    kept, ignored = apply_ignore(model, layers, ignore, "pruning")
+    skipped: dict[str, str] = {_weight_name(fqn): why for fqn, why in ignored.items()}
+    params = {name: weight for name, weight in params.items() if _owner_name(name) in kept}
+    check_finite(params, f"one-shot {method} pruning")
+    owners = {name: layers[_owner_name(name)] for name in params}
     for name, weight in params.items():
         reason = None
         if weight.dim() < 2 and (m is not None or method != "magnitude"):
@@ -173,7 +185,7 @@ def one_shot_prune(
             reason = unsupported_reason(owners[name])
         if reason is not None:
             skipped[name] = reason
-    eligible = [name for name in params if name not in skipped]
+    eligible = [name for name in params if name not in skipped]  # ignored layers are not in params
     if not eligible:
         listed = ", ".join(f"{name}: {why}" for name, why in skipped.items())
         raise ValueError(f"one_shot_prune({method!r}) found no layer it can prune in {type(model).__name__}: {listed}")
@@ -212,6 +224,14 @@ def one_shot_prune(
         model.train(was_training)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _owner_name(weight_name: str) -> str:
+    return weight_name[: -len(".weight")] if weight_name != "weight" else ""
+
+
+def _weight_name(fqn: str) -> str:
+    return f"{fqn}.weight" if fqn else "weight"
 
 
 def _prune_layer(
@@ -254,9 +274,11 @@ def _validate(
     forward_fn: Any,
     blocksize: Any,
     percdamp: Any,
+    ignore: Any,
 ) -> None:
     """Raise one ValueError naming every bad argument, its value and what is allowed."""
     errors = ArgumentErrors()
+    check_ignore(errors, ignore)
     check_method_arguments(
         errors, method, sparsity, n, m, calibration_batches, filter_fn, skip_first_conv, skip_classifier, forward_fn,
         blocksize, percdamp,

@@ -11,7 +11,9 @@ calibration batches. Layers outside the blocks are processed from a pass of the 
 first block first, the others (pooler, classifier) at the end, on the already-processed model. Models without
 repeated blocks (a CNN, an MLP) are calibrated in one pass.
 
-Padding is not calibration data: for a dict batch with a 2-D ``attention_mask`` (Hugging Face), Linear inputs of shape
+A key/value cache the model hands its blocks (Hugging Face decoders in eval mode) is dropped from the stored calls
+(:func:`without_cache`): each stored call is run more than once. Padding is not calibration data: for a dict batch
+with a 2-D ``attention_mask`` (Hugging Face), Linear inputs of shape
 ``(B, L, in)`` contribute only the tokens the mask keeps.
 
 Example:
@@ -34,7 +36,7 @@ from torch import Tensor, nn
 
 from lightning_compress.pruning.one_shot.calibration import InputStatistics
 
-__all__ = ["ForwardFn", "LayerCalibration", "calibrate_sequentially", "find_repeated_blocks"]
+__all__ = ["ForwardFn", "LayerCalibration", "calibrate_sequentially", "find_repeated_blocks", "without_cache"]
 
 ForwardFn = Callable[[nn.Module, Any], Any]
 UNSEEN = "received no input during calibration (not called by the forward?)"
@@ -72,6 +74,7 @@ class LayerCalibration:
         hessian: Keep ``2 X X^T / tokens`` per layer (SparseGPT, GPTQ) as well as the input norms (Wanda, AWQ).
         process: ``process(name, statistics)``, called once per layer that saw input: prune or quantize it.
         unseen: ``unseen(name, reason)``, called for a layer that saw no input when it was due.
+        abs_mean: Keep the mean ``|x_j|`` too (AWQ).
     """
 
     def __init__(
@@ -80,16 +83,20 @@ class LayerCalibration:
         hessian: bool,
         process: Callable[[str, InputStatistics], Any],
         unseen: Optional[Callable[[str, str], Any]] = None,
+        abs_mean: bool = False,
     ) -> None:
         self.layers = dict(layers)
         self.hessian = hessian
+        self.abs_mean = abs_mean
         self.process = process
         self.unseen = unseen
         self.active: dict[str, InputStatistics] = {}
 
     def attach(self, names: Sequence[str]) -> dict[str, InputStatistics]:
         """Start gathering the statistics of ``names`` (forward hooks)."""
-        self.active = {name: InputStatistics(self.layers[name], hessian=self.hessian) for name in names}
+        self.active = {
+            name: InputStatistics(self.layers[name], hessian=self.hessian, abs_mean=self.abs_mean) for name in names
+        }
         return self.active
 
     def detach(self) -> dict[str, InputStatistics]:
@@ -172,7 +179,7 @@ def calibrate_sequentially(
         captured: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            captured.append((args, kwargs))
+            captured.append((args, without_cache(kwargs)))
             raise _StopForward
 
         handle = container[0].register_forward_pre_hook(hook, with_kwargs=True)
@@ -216,6 +223,27 @@ def calibrate_sequentially(
     after = [name for name in outer if name not in before]
     if after:
         calibration.run(after, lambda: _run_all(model, batches, forward, calibration))
+
+
+CACHE_KEYS = ("past_key_values", "past_key_value", "layer_past", "cache")
+
+
+def without_cache(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """A block call's keyword arguments without a key/value cache: a stored call is run several times (calibration,
+    then the outputs for the next block), and a Hugging Face ``DynamicCache`` would grow by the keys and values of
+    each run, so later runs would attend to stale copies (and hold them in memory).
+
+    Example:
+        >>> without_cache({"use_cache": True, "past_key_values": object(), "position_ids": 1})
+        {'use_cache': False, 'past_key_values': None, 'position_ids': 1}
+    """
+    out = dict(kwargs)
+    for key, value in kwargs.items():
+        if key == "use_cache":
+            out[key] = False
+        elif key in CACHE_KEYS or type(value).__name__.endswith("Cache"):
+            out[key] = None
+    return out
 
 
 def _run_all(model: nn.Module, batches: Sequence[Any], forward: ForwardFn, calibration: LayerCalibration) -> None:

@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Optional
 
 import torch
@@ -40,7 +41,7 @@ from torch import Tensor
 
 from lightning_compress.sparsity.pattern import check_sparsity_pattern
 
-__all__ = ["inverse_hessian_cholesky", "sparsegpt_prune"]
+__all__ = ["ColumnQuantizer", "inverse_hessian_cholesky", "obs_column_walk", "prepare_hessian", "sparsegpt_prune"]
 
 _MAX_DAMP_INCREASES = 10
 
@@ -168,50 +169,122 @@ def sparsegpt_prune(
             f"the reduction dimension of a weight of shape {tuple(weight.shape)} is {cols}, which is not a multiple"
             f" of m={m}"
         )
-    h = hessian.detach().to(w.device, torch.float32).clone()
-    dead = h.diagonal() == 0  # inputs that were always zero: their weights never reach the output
-    h[dead, dead] = 1.0
-    hinv = inverse_hessian_cholesky(h, percdamp)[0]
-    free = (~dead).float()  # multiplies the saliency: 0 for dead inputs, so they are pruned first
+    hinv, free = prepare_hessian(hessian, w, percdamp)
+    pruned = obs_column_walk(w, hinv, blocksize, sparsity=sparsity, n=n, m=m, free=free)
+    return w.to(weight.dtype).view(weight.shape), (~pruned).view(weight.shape)
 
+
+def prepare_hessian(hessian: Tensor, weight: Tensor, percdamp: float) -> tuple[Tensor, Tensor]:
+    """The factor the column walk needs, from a layer's Hessian: ``U`` of :func:`inverse_hessian_cholesky` (inputs
+    that were always zero get ``H_jj = 1``, so that ``H`` stays invertible) and ``free`` ``(in,)``: 0.0 for those dead
+    inputs, 1.0 for the others.
+
+    Args:
+        hessian: ``(in, in)``.
+        weight: ``(out, in)`` float32 working copy; the weights of dead inputs are set to zero in place (they never
+            reach the output).
+        percdamp: As for :func:`inverse_hessian_cholesky`.
+
+    Example:
+        >>> u, free = prepare_hessian(torch.diag(torch.tensor([2.0, 0.0])), torch.ones(1, 2), 0.0)
+        >>> free.tolist()
+        [1.0, 0.0]
+    """
+    h = hessian.detach().to(weight.device, torch.float32).clone()
+    dead = h.diagonal() == 0
+    if bool(dead.any()):
+        h.diagonal()[dead] = 1.0
+    hinv = inverse_hessian_cholesky(h, percdamp)[0]
+    del h
+    return hinv, (~dead).float()
+
+
+# (walk index j, the column's values after pruning (rows,), the block's working columns (rows, width), i = j - block
+# start) -> the values on the quantization grid (rows,)
+ColumnQuantizer = Callable[[int, Tensor, Tensor, int], Tensor]
+
+
+@torch.no_grad()
+def obs_column_walk(
+    w: Tensor,
+    hinv: Tensor,
+    blocksize: int,
+    sparsity: Optional[float] = None,
+    n: Optional[int] = None,
+    m: Optional[int] = None,
+    free: Optional[Tensor] = None,
+    quantize: Optional[ColumnQuantizer] = None,
+) -> Tensor:
+    """The column walk with inverse-Hessian error feedback that SparseGPT and GPTQ share (and their joint mode).
+
+    Columns are visited left to right in blocks of ``blocksize``; each column is pruned (the mask chosen as in the
+    module docstring) and/or rounded to a grid by ``quantize``, and its error is spread over the columns to its right
+    through its row of ``U``: column by column inside the block, in one matrix product for the columns after it.
+
+    Args:
+        w: ``(rows, cols)`` float32 weights; overwritten with the result.
+        hinv: ``(cols, cols)`` upper Cholesky factor of ``H^-1`` (:func:`prepare_hessian`).
+        blocksize: Columns per block (a multiple of ``m`` for N:M, of the quantization group for grouped grids).
+        sparsity: Unstructured sparsity of the whole layer, or None.
+        n: N:M kept weights per group, or None.
+        m: N:M group size, or None.
+        free: ``(cols,)`` multiplier of the saliency (0 for dead inputs, pruned first); default all ones.
+        quantize: Rounds a column to the grid (see :data:`ColumnQuantizer`); None prunes only.
+
+    Returns:
+        The bool mask of pruned weights ``(rows, cols)`` (all False without a pattern); ``w`` is exactly zero there.
+
+    Example:
+        >>> w = torch.randn(4, 8)
+        >>> pruned = obs_column_walk(w, torch.eye(8), blocksize=4, n=2, m=4)
+        >>> pruned.reshape(4, 2, 4).sum(-1).unique().tolist()
+        [2]
+    """
+    rows, cols = w.shape
+    free = torch.ones(cols, device=w.device) if free is None else free
+    nm = n is not None and m is not None
     quota = None  # unstructured: how many of the layer's pruned weights fall in columns [0, j], for each j
-    if sparsity is not None:
+    if sparsity is not None and sparsity > 0:
         saliency = (w.square() / hinv.diagonal().square()) * free
         lowest = torch.sort(saliency.reshape(-1), stable=True).indices[: int(round(sparsity * rows * cols))]
-        quota = torch.bincount(lowest % cols, minlength=cols).cumsum(0)
-    pruned = torch.zeros_like(w, dtype=torch.bool)
+        quota = torch.bincount(lowest % cols, minlength=cols).cumsum(0).tolist()
+        del saliency, lowest
+    pruning = quota is not None or nm
+    pruned = torch.zeros(rows, cols, dtype=torch.bool, device=w.device)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
-        count = i2 - i1
         w1 = w[:, i1:i2].clone()
-        q1 = torch.zeros_like(w1)
-        err1 = torch.zeros_like(w1)
+        q1 = torch.empty_like(w1)
+        err1 = torch.empty_like(w1)
         hinv1 = hinv[i1:i2, i1:i2]
         d1 = hinv1.diagonal()
         mask1 = torch.zeros_like(w1, dtype=torch.bool)  # True = pruned
-        if sparsity is not None:
-            assert quota is not None
-            k = int(quota[i2 - 1]) - (int(quota[i1 - 1]) if i1 else 0)
+        if quota is not None:
+            k = quota[i2 - 1] - (quota[i1 - 1] if i1 else 0)
             if k:
                 score = (w1.square() / d1.square()) * free[i1:i2]
-                order = torch.sort(score.reshape(-1), stable=True).indices[:k]
-                mask1.view(-1)[order] = True
-        for i in range(count):
+                mask1.view(-1)[torch.sort(score.view(-1), stable=True).indices[:k]] = True
+        for i in range(i2 - i1):
             col = w1[:, i]
-            if n is not None and m is not None and i % m == 0:
+            if nm and i % m == 0:  # type: ignore[operator]
                 score = (w1[:, i : i + m].square() / d1[i : i + m].square()) * free[i1 + i : i1 + i + m]
-                order = torch.sort(score, dim=1, stable=True).indices[:, : m - n]
+                order = torch.topk(score, m - n, dim=1, largest=False).indices  # type: ignore[operator]
                 mask1[:, i : i + m].scatter_(1, order, True)
-            q = col.masked_fill(mask1[:, i], 0.0)
+            q = col.masked_fill(mask1[:, i], 0.0) if pruning else col
+            if quantize is not None:
+                q = quantize(i1 + i, q, w1, i)
             q1[:, i] = q
-            err = (col - q) / d1[i]
-            w1[:, i:] -= err.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
+            err = (col - q).div_(d1[i])
             err1[:, i] = err
+            if i + 1 < i2 - i1:
+                w1[:, i + 1 :].addr_(err, hinv1[i, i + 1 :], alpha=-1.0)
         w[:, i1:i2] = q1
-        pruned[:, i1:i2] = mask1
+        if pruning:
+            pruned[:, i1:i2] = mask1
         if i2 < cols:
-            w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+            w[:, i2:].addmm_(err1, hinv[i1:i2, i2:], alpha=-1.0)
     if not bool(torch.isfinite(w).all()):  # cannot happen with a finite Hessian and weight; never hand NaNs back
-        raise ValueError("SparseGPT produced non-finite weights: the weight or the Hessian holds NaN or Inf")
-    w.masked_fill_(pruned, 0.0)
-    return w.to(weight.dtype).view(weight.shape), (~pruned).view(weight.shape)
+        raise ValueError("the column walk produced non-finite weights: the weight or the Hessian holds NaN or Inf")
+    if pruning:
+        w.masked_fill_(pruned, 0.0)
+    return pruned
