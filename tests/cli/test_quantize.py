@@ -1,0 +1,33 @@
+"""lc-quantize: a model spec and a checkpoint, calibrated on a conf/data set, writes the INT8 model and the table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from lightning_compress.cli.quantize import main
+from lightning_compress.models import SmallCNN
+from lightning_compress.quantization import load_quantized
+
+
+def test_lc_quantize_writes_the_int8_model_and_the_table(tmp_path: Path) -> None:
+    (tmp_path / "digits_model.py").write_text(
+        "from lightning_compress.models import SmallCNN\n"
+        "def build():\n    return SmallCNN(channels=(8, 16), hidden=32, image_size=8)\n"
+    )
+    torch.manual_seed(0)
+    torch.save(SmallCNN(channels=(8, 16), hidden=32, image_size=8).state_dict(), tmp_path / "weights.pt")
+    out = tmp_path / "out"
+    summary = main([
+        f"{tmp_path / 'digits_model.py'}:build", "--checkpoint", str(tmp_path / "weights.pt"), "--data", "digits",
+        "--calibration-batches", "2", "--no-latency", "--output", str(out),
+    ])  # fmt: skip
+    assert [row["model"] for row in summary["rows"]] == ["fp32 eager", "bf16 autocast", "INT8 (static, histogram)"]
+    fp32, _, int8 = (row["accuracy"] for row in summary["rows"])
+    assert 0 <= int8 <= 1 and abs(int8 - fp32) <= 0.05  # an untrained model: the INT8 copy agrees with it
+    assert "| fp32 eager |" in (out / "ptq.md").read_text()
+    assert json.loads((out / "ptq.json").read_text())["rows"][2]["accuracy"] == int8
+    loaded = load_quantized(out / "model_int8.pt2", compile=False)
+    assert loaded(torch.randn(3, 1, 8, 8)).shape == (3, 10)
