@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from lightning_compress.analysis.run_logs import SPARSITY_KEY, find_metrics_csv, metric_series, sweep_jobs
+from lightning_compress.core.files import atomic_path
 
-__all__ = ["plot_accuracy_vs_sparsity", "plot_sparsity_schedule", "pyplot"]
+__all__ = ["plot_accuracy_vs_sparsity", "plot_sparsity_schedule", "pyplot", "save_figure"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -31,6 +32,15 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: PathLike, dpi: int = 120) -> Path:
+    """``fig.savefig`` to a temporary file in ``path``'s folder, renamed over ``path`` (the format from its suffix,
+    PNG without one); returns ``path``."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".").lower() or "png")
+    return path
 
 
 def plot_sparsity_schedule(run: PathLike, path: Optional[PathLike] = None, key: str = SPARSITY_KEY) -> Path:
@@ -69,7 +79,7 @@ def plot_sparsity_schedule(run: PathLike, path: Optional[PathLike] = None, key: 
     ax.legend(fontsize=7)
     fig.tight_layout()
     out = Path(path) if path else (Path(run) if Path(run).is_dir() else metrics_csv.parent) / "sparsity_schedule.png"
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out)
     plt.close(fig)
     return out
 
@@ -106,6 +116,6 @@ def plot_accuracy_vs_sparsity(
     ax.set_title(f"{metric} vs sparsity ({len(jobs)} jobs)", fontsize=9)
     fig.tight_layout()
     out = Path(path) if path else Path(sweep_dir) / "accuracy_vs_sparsity.png"
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out)
     plt.close(fig)
     return out

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
 
-from lightning_compress.analysis.plots import pyplot
+from lightning_compress.analysis.plots import pyplot, save_figure
 from lightning_compress.bench.results import BenchResult
 
 __all__ = ["plot_speedups"]
@@ -38,6 +38,6 @@ def plot_speedups(rows: Sequence[BenchResult], path: Union[str, os.PathLike], ti
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)  # atomically: a temporary file renamed over the old figure
     plt.close(fig)
     return Path(path)

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from lightning_compress.core.batches import call_on_batch, move_data_to_device
-from lightning_compress.core.checkpoints import load_network_weights
+from lightning_compress.core.checkpoints import load_network_weights, read_state_dict
+from lightning_compress.core.files import atomic_folder
 from lightning_compress.data import GLUEDataModule
 from lightning_compress.models import huggingface_classifier
 from lightning_compress.pruning.one_shot.prune import METHODS, one_shot_prune
@@ -35,7 +36,7 @@ def _parse_nm(text: str) -> tuple[int, int]:
     return n, m
 
 
-def _load_classifier(model_dir: str, ckpt: Optional[str], num_labels: int) -> nn.Module:
+def _load_classifier(model_dir: str, ckpt: Optional[Mapping[str, Tensor]], num_labels: int) -> nn.Module:
     model = huggingface_classifier(model_dir, num_labels=num_labels)
     if ckpt is not None:
         load_network_weights(model, ckpt, what="`--ckpt`")
@@ -64,7 +65,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         description="One-shot pruning (magnitude, Wanda, SparseGPT) of a trained Hugging Face sequence classifier.",
     )
     parser.add_argument("model_dir", help="a save_pretrained folder (or, with --ckpt, the folder of its architecture)")
-    parser.add_argument("--ckpt", default=None, help="a Lightning checkpoint of a ClassificationModule around it")
+    parser.add_argument("--ckpt", default=None, help="a Lightning checkpoint of a ClassificationModule around it"
+                        " (read with weights_only=True: never unpickled)")  # fmt: skip
     parser.add_argument("--method", choices=METHODS, default="sparsegpt")
     pattern = parser.add_mutually_exclusive_group(required=True)
     pattern.add_argument("--sparsity", type=float)
@@ -77,15 +79,19 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     parser.add_argument("--skip-classifier", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-eval", action="store_true", help="skip the validation accuracy before and after")
-    parser.add_argument("--output", default=None, help="save_pretrained the pruned model here")
+    parser.add_argument("--output", default=None, help="save_pretrained the pruned model here (atomically replaced)")
     args = parser.parse_args(argv)
 
     n, m = args.nm if args.nm is not None else (None, None)
+    try:  # read (weights_only=True) before any work, so that a bad file fails at once, naming itself
+        ckpt = read_state_dict(args.ckpt, "`--ckpt`") if args.ckpt is not None else None
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
     data = GLUEDataModule(args.task, tokenizer=args.tokenizer or args.model_dir, batch_size=args.batch_size,
                           seed=args.seed)  # fmt: skip
     data.setup("fit")
     device = torch.device(args.device)
-    model = _load_classifier(args.model_dir, args.ckpt, data.num_classes).to(device)
+    model = _load_classifier(args.model_dir, ckpt, data.num_classes).to(device)
     summary: dict[str, Any] = {"method": args.method, "pattern": pattern_name(args.sparsity, n, m)}
     if not args.no_eval and data.task != "regression":
         summary["val_acc_before"] = _accuracy(model, data.val_dataloader(), device)
@@ -106,9 +112,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         summary["val_acc_after"] = _accuracy(model, data.val_dataloader(), device)
         print(f"validation accuracy after: {100 * summary['val_acc_after']:.2f}%", flush=True)
     if args.output:
-        model.save_pretrained(args.output)
-        if data.tokenizer is not None:
-            data.tokenizer.save_pretrained(args.output)
+        with atomic_folder(args.output) as tmp:  # written beside, then swapped in: a crash leaves the old folder
+            model.save_pretrained(tmp)
+            if data.tokenizer is not None:
+                data.tokenizer.save_pretrained(tmp)
         summary["output"] = args.output
     print(summary)
     return summary

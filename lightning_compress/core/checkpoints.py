@@ -104,9 +104,9 @@ def load_torch_file(path: Union[str, os.PathLike], what: str = "file", expected:
                 ", ".join(names[:6]) + (", ..." if len(names) > 6 else "") if names else "objects that are no tensors"
             )
             raise PickledFileError(
-                f"{what} {str(path)!r} must be {expected} of tensors; it holds pickled {shown}, which loading would"
-                " import and run. Unpickle it only if you trust its source: pass allow_pickle=True (--allow-pickle on"
-                " the command line), or save a state dict / safetensors instead"
+                f"{what} {str(path)!r} holds pickled objects ({shown}), which loading would import and run; expected"
+                f" {expected} of tensors only. Unpickle it only if you trust its source: pass allow_pickle=True"
+                " (--allow-pickle on the command line), or save a state dict / safetensors instead"
             ) from None
         raise ValueError(f"{what} {str(path)!r} must be {expected}; it is damaged: {_first_line(err)}") from None
     except Exception as err:  # truncated zip, bad records: every case means "not loadable"

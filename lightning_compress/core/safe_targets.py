@@ -32,7 +32,15 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["ALLOWED_PACKAGES", "FORBIDDEN_KEYS", "check_arguments", "check_target", "check_tree", "find_targets"]
+__all__ = [
+    "ALLOWED_PACKAGES",
+    "FORBIDDEN_KEYS",
+    "check_arguments",
+    "check_keys",
+    "check_target",
+    "check_tree",
+    "find_targets",
+]
 
 ALLOWED_PACKAGES = ("lightning_compress", "torch", "torchvision", "transformers")
 FORBIDDEN_KEYS = ("trust_remote_code", "allow_pickle")
@@ -168,3 +176,19 @@ def check_tree(node: Any, key: str = "") -> None:
     elif isinstance(node, (list, tuple)):
         for i, value in enumerate(node):
             check_tree(value, f"{key}[{i}]")
+
+
+def check_keys(node: Any, key: str = "") -> None:
+    """Refuses ``trust_remote_code`` and ``allow_pickle`` (:func:`check_arguments`) anywhere in a nested structure,
+    without judging its targets (the parts of a config that are not built from a file).
+
+    Raises:
+        ValueError: At the first refused key, naming it.
+    """
+    if isinstance(node, Mapping):
+        check_arguments(node, key or "config")
+        for name, value in node.items():
+            check_keys(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            check_keys(value, f"{key}[{i}]")

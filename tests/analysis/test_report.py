@@ -90,7 +90,7 @@ def test_cli_on_a_checkpoint_writes_json_and_a_compressed_file(tmp_path, capsys)
     model = _pruned_cnn()
     ckpt = tmp_path / "last.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "epoch": 3}, ckpt)
-    out_json, out_lcz = tmp_path / "r.json", tmp_path / "m.lcz"
+    out_json, out_lcz = tmp_path / "r.json", tmp_path / "m.lc.safetensors"
     assert main([str(ckpt), "--json", str(out_json), "--save-compressed", str(out_lcz), "--int8"]) == 0
     printed = capsys.readouterr().out
     assert "model.features.0.weight" in printed and "dense fp32" in printed
@@ -104,10 +104,14 @@ def test_cli_on_a_checkpoint_writes_json_and_a_compressed_file(tmp_path, capsys)
 def test_cli_on_a_saved_module_and_a_compressed_file(tmp_path, capsys):
     model = _pruned_cnn()
     torch.save(model, tmp_path / "whole.pt")
-    save_compressed(model, tmp_path / "m.lcz")
-    assert main([str(tmp_path / "whole.pt")]) == 0
+    save_compressed(model, tmp_path / "m.lc.safetensors")
+    with pytest.raises(SystemExit):  # a whole pickled module: refused without the opt-in
+        main([str(tmp_path / "whole.pt")])
+    assert "--allow-pickle" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="allow_pickle=True"):
+        assert main([str(tmp_path / "whole.pt"), "--allow-pickle"]) == 0
     assert "Conv2d" in capsys.readouterr().out
-    report = compression_report(load_for_report(str(tmp_path / "m.lcz")))
+    report = compression_report(load_for_report(str(tmp_path / "m.lc.safetensors")))
     assert report.nonzeros == compression_report(model).nonzeros
 
 
