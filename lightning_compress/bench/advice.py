@@ -4,7 +4,9 @@ The framework: (1) INT8 quantization first; (2) 2:4 structured sparsity on Amper
 smaller architecture for a fixed latency budget; (4) unstructured sparsity only with hardware that skips zeros. Each
 piece of advice here is a sentence built from the measured rows
 (:class:`~lightning_compress.bench.model_benchmark.BenchResult`):
-a path that was not measured produces the reason it was not, never a number from the literature.
+a path that was not measured produces the reason it was not, never a number from the literature. Rows whose timing
+cannot be trusted (``untrusted``: the machine was busy, or the repeats spread too widely) get no advice at all: the
+sentences say that it was refused, and why, with the figures.
 
 Example:
     >>> from lightning_compress.bench.model_benchmark import BenchResult
@@ -21,8 +23,9 @@ from collections.abc import Sequence
 from typing import Optional
 
 from lightning_compress.bench.model_benchmark import BenchResult
+from lightning_compress.bench.results import untrusted_rows
 
-__all__ = ["advise"]
+__all__ = ["advise", "refusal"]
 
 _WORTH = 1.10  # a speed-up below this is within the noise of shared machines: not worth a technique
 
@@ -36,6 +39,25 @@ def _reasons(rows: Sequence[BenchResult], family: str) -> str:
     return "; ".join(f"{r.path}: {r.reason}" for r in rows if r.family == family and not r.available)
 
 
+def refusal(rows: Sequence[BenchResult]) -> list[str]:
+    """Why no advice can be given from ``rows``: one sentence, then one per untrusted row; empty when all are trusted.
+
+    Example:
+        >>> refusal([BenchResult("fp32 eager", "dense", latency_ms=1.0, untrusted="machine busy while timing")])[1]
+        'fp32 eager: machine busy while timing'
+    """
+    doubtful = untrusted_rows(rows)
+    if not doubtful:
+        return []
+    measured = sum(1 for r in rows if r.available)
+    head = (
+        f"Refusing to advise: {len(doubtful)} of {measured} measured paths are not trustworthy (the machine was busy,"
+        " or the repeats spread too widely), so the speed-ups above may be noise. Re-run on a quiet machine (check"
+        " `uptime`; stop other jobs)."
+    )
+    return [head, *(f"{r.path}: {r.untrusted}" for r in doubtful)]
+
+
 def advise(rows: Sequence[BenchResult], device: str = "cpu", latency_budget_ms: Optional[float] = None) -> list[str]:
     """Advice sentences, one per step of the decision framework, from measured rows.
 
@@ -47,12 +69,16 @@ def advise(rows: Sequence[BenchResult], device: str = "cpu", latency_budget_ms: 
             the distilled model needed when none does.
 
     Returns:
-        Sentences in framework order: INT8, 2:4, latency budget / distillation, unstructured sparsity.
+        Sentences in framework order: INT8, 2:4, latency budget / distillation, unstructured sparsity; or, when a
+        measured row is untrusted, the refusal (:func:`refusal`).
 
     Example:
         >>> advise([])
         ['no fp32 eager baseline was measured: nothing to advise']
     """
+    refused = refusal(rows)
+    if refused:
+        return refused
     base = next((r for r in rows if r.path == "fp32 eager" and r.available and r.latency_ms), None)
     if base is None:
         return ["no fp32 eager baseline was measured: nothing to advise"]

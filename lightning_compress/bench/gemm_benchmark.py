@@ -2,7 +2,7 @@
 ``torch.sparse`` layout, and (on CUDA) 2:4 semi-structured and INT8 kernels.
 
 Example:
-    >>> rows = benchmark_gemm(64, 64, 64, sparsities=(0.9,), formats=("csr",), repeats=1)
+    >>> rows = benchmark_gemm(64, 64, 64, sparsities=(0.9,), formats=("csr",), repeats=1, checks=None)
     >>> [r.path for r in rows][:3]
     ['dense GEMM', 'dense kernel, 90% zeros', 'CSR 90%']
 """
@@ -15,7 +15,7 @@ from typing import Any, Optional, Union
 import torch
 
 from lightning_compress.bench.results import SPARSITIES, BenchResult, Unavailable
-from lightning_compress.bench.timing import PathTimer
+from lightning_compress.bench.timing import PathTimer, TimingChecks
 from lightning_compress.pruning.magnitude import magnitude_mask
 from lightning_compress.sparsity.nm_masks import nm_mask
 from lightning_compress.sparsity.sparse_layers import to_sparse_weight
@@ -36,6 +36,7 @@ def benchmark_gemm(
     repeats: int = 3,
     min_warmup_s: float = 0.25,
     log: Optional[Callable[[str], None]] = None,
+    checks: Optional[TimingChecks] = TimingChecks(),  # noqa: B008 -- frozen, shared safely
 ) -> list[BenchResult]:
     """``W @ X`` with ``W`` ``(m, k)`` pruned to each sparsity and ``X`` ``(k, n)`` dense: theory against reality.
 
@@ -53,12 +54,15 @@ def benchmark_gemm(
         repeats: Timed calls per row.
         min_warmup_s: Least warm-up time per row (see :func:`measure`).
         log: Called with one line per row.
+        checks: The trust checks of every timing (each row is timed round-robin with the dense GEMM, re-measured when
+            disturbed, then marked ``untrusted``; see :class:`~lightning_compress.bench.timing.TimingChecks`); None:
+            none.
 
     Returns:
         The rows; ``throughput`` is effective FLOP/s of the dense problem (``2 m k n / latency``).
 
     Example:
-        >>> rows = benchmark_gemm(64, 64, 64, sparsities=(0.9,), formats=("csr",), repeats=1)
+        >>> rows = benchmark_gemm(64, 64, 64, sparsities=(0.9,), formats=("csr",), repeats=1, checks=None)
         >>> [r.path for r in rows]
         ['dense GEMM', 'dense kernel, 90% zeros', 'CSR 90%', '2:4 semi-structured GEMM', 'INT8 GEMM', '2:4 + INT8 GEMM']
     """
@@ -68,7 +72,7 @@ def benchmark_gemm(
     w = torch.randn(m, k, generator=gen).to(device, dtype)
     x = torch.randn(k, n, generator=gen).to(device, dtype)
     flop = 2.0 * m * k * n
-    timer = PathTimer(flop, device, warmup, repeats, min_warmup_s, log)
+    timer = PathTimer(flop, device, warmup, repeats, min_warmup_s, log, checks)
     run = timer.run
 
     name = str(dtype).removeprefix("torch.")

@@ -1,8 +1,9 @@
 """What each compression technique really gains on this machine: latency, throughput and peak memory, ``lc-bench``.
 
 Every inference path of a model is timed the same way (median wall time of ``repeats`` calls after ``warmup`` calls,
-synchronising CUDA around each call) and set beside its *theoretical* speed-up over dense fp32 eager: the ratio of
-work an ideal kernel would do, never a hardware claim:
+synchronising CUDA around each call, round-robin with the fp32 eager baseline, checked for a busy machine and a wide
+spread: :mod:`~lightning_compress.bench.timing`) and set beside its *theoretical* speed-up over dense fp32 eager: the
+ratio of work an ideal kernel would do, never a hardware claim:
 
 ================================  ============================================================================
 path                              theoretical speed-up over fp32 eager
@@ -27,7 +28,7 @@ caching and is ``None`` where ``/proc`` is missing.
 Example:
     >>> net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
     >>> rows = benchmark_model(net, torch.randn(4, 64), paths=("fp32 eager", "csr", "2:4"), sparsities=(0.9,),
-    ...                        warmup=1, repeats=2)
+    ...                        warmup=1, repeats=2, checks=None)
     >>> [(r.path, r.available) for r in rows]
     [('fp32 eager', True), ('CSR 90%', True), ('2:4 semi-structured (bf16)', False)]
 """
@@ -45,7 +46,7 @@ from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor, nn
 
 from lightning_compress.bench.results import SPARSITIES, BenchResult, Unavailable
-from lightning_compress.bench.timing import PathTimer
+from lightning_compress.bench.timing import PathTimer, TimingChecks
 from lightning_compress.core.batches import ExampleInputs, batch_size_of, call_model, move_data_to_device
 from lightning_compress.core.selection import prunable_weights
 from lightning_compress.pruning.magnitude import magnitude_mask
@@ -159,8 +160,13 @@ def benchmark_model(
     repeats: int = 10,
     min_warmup_s: float = 0.25,
     log: Optional[Callable[[str], None]] = None,
+    checks: Optional[TimingChecks] = TimingChecks(),  # noqa: B008 -- frozen, shared safely
 ) -> list[BenchResult]:
     """Measure ``model`` on every selected inference path; unavailable paths come back with their reason.
+
+    Each path is timed round-robin with the fp32 eager baseline, and every timing is checked for a busy machine and a
+    wide spread (re-measured, then marked ``untrusted`` with the figures; see
+    :class:`~lightning_compress.bench.timing.TimingChecks`).
 
     Args:
         model: The float model (random or trained weights; the sparse paths prune copies of it).
@@ -173,6 +179,7 @@ def benchmark_model(
         repeats: Timed calls per path.
         min_warmup_s: Least warm-up time per path (see :func:`measure`).
         log: Called with one line per path as it finishes (e.g. ``print``).
+        checks: The trust checks of every timing; None: none.
 
     Returns:
         The rows, baseline first.
@@ -181,7 +188,8 @@ def benchmark_model(
         ValueError: For an unknown path or a sparsity outside [0, 1).
 
     Example:
-        >>> rows = benchmark_model(torch.nn.Linear(8, 8), torch.randn(2, 8), paths=("fp32 eager",), repeats=1)
+        >>> net, x = torch.nn.Linear(8, 8), torch.randn(2, 8)
+        >>> rows = benchmark_model(net, x, paths=("fp32 eager",), repeats=1, checks=None)
         >>> rows[0].speedup
         1.0
     """
@@ -194,7 +202,7 @@ def benchmark_model(
     model = model.to(device).eval()
     inputs = move_data_to_device(example_inputs, device)
     batch = batch_size_of(inputs)
-    timer = PathTimer(batch, device, warmup, repeats, min_warmup_s, log)
+    timer = PathTimer(batch, device, warmup, repeats, min_warmup_s, log, checks)
     run, rows = timer.run, timer.rows
 
     eager = lambda: lambda: call_model(model, inputs)  # noqa: E731
