@@ -36,7 +36,7 @@ from lightning_compress.quantization.float_layers import LayerSite, layer_sites,
 from lightning_compress.quantization.observers import OBSERVERS, SCHEMES, quantization_config
 from lightning_compress.quantization.pt2e import finish_int8, prepare_exported, quantized_layer_names
 from lightning_compress.quantization.smoothquant import SmoothQuantReport, input_absmax, smooth_graph_
-from lightning_compress.quantization.torchao_workarounds import conv_bn_pattern_cache, x86_quantizer
+from lightning_compress.quantization.torchao_workarounds import base_layer_classes, conv_bn_pattern_cache, x86_quantizer
 
 __all__ = ["CalibratedGraph", "calibrate", "network_of", "prepare_ptq", "validate_ptq_arguments"]
 
@@ -123,6 +123,7 @@ def prepare_ptq(
     model.eval()
     try:
         graph_module = _export(model, example_inputs)
+        base_layer_classes(graph_module, model)  # timm's Conv2dSame and other subclasses of Conv / Linear
         report = None
         if smoothquant_alpha is not None:
             linears = [f for f in to_quantize if isinstance(model.get_submodule(f), nn.Linear)]

@@ -5,6 +5,9 @@
   are cached per process, and conv types the graph does not hold are skipped.
 * :func:`x86_qat_quantizer`: the X86 quantizer raises IndexError on a conv kept in float that is followed by
   BatchNorm (an empty annotation); the empty annotations are removed.
+* :func:`base_layer_classes`: the X86 quantizer finds Conv / Linear layers by the exact class name in the graph's
+  ``nn_module_stack``, so a subclass (timm's ``Conv2dSame``: TF "SAME" padding, then ``F.conv2d``) stays
+  unquantized; such layers are recorded under their torch base class.
 * :func:`split_reused_call_sites`: the X86 quantizer's fusion rules fail on a module called more than once
   (torchvision's ``BasicBlock.relu``: "Input partition has more than one output node", pytorch/ao#4478); each call
   of a reused parameter-free module gets its own partition.
@@ -20,7 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CONV_OPS", "conv_bn_pattern_cache", "split_reused_call_sites", "x86_qat_quantizer", "x86_quantizer"]
+__all__ = [
+    "CONV_OPS",
+    "base_layer_classes",
+    "conv_bn_pattern_cache",
+    "split_reused_call_sites",
+    "x86_qat_quantizer",
+    "x86_quantizer",
+]
 
 _PATTERN_FACTORIES = (
     "_get_conv_bn_pattern",
@@ -179,3 +189,37 @@ def split_reused_call_sites(graph_module: torch.fx.GraphModule) -> list[str]:
             continue
         stack[key] = (f"{fqn}@{key.rsplit('@', 1)[1]}", cls)
     return sorted(reused_with_params)
+
+
+_BASES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def base_layer_classes(graph_module: torch.fx.GraphModule, model: nn.Module) -> list[str]:
+    """Record the nodes of a strict subclass of ``nn.Conv1d/2d/3d`` or ``nn.Linear`` under that torch class.
+
+    torch's ``get_source_partitions`` (which the X86 quantizer uses) compares the innermost ``nn_module_stack`` class
+    of an exported node with ``"torch.nn.modules.conv.Conv2d"`` by name, so timm's ``Conv2dSame`` (a pad, then
+    ``F.conv2d`` on the layer's own weight) is never annotated and stays float. The module's computation is unchanged;
+    only the class name the quantizer matches on is that of its torch base.
+
+    Args:
+        graph_module: The exported graph (rewritten in place).
+        model: The model it was exported from (to look the modules up).
+
+    Returns:
+        The qualified names of the layers so recorded.
+    """
+    modules = dict(model.named_modules())
+    renamed = set()
+    for node in graph_module.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if not stack or node.op != "call_function":
+            continue
+        key, (fqn, cls) = next(reversed(stack.items()))
+        module = modules.get(fqn.split("@")[0])
+        base = next((b for b in _BASES if isinstance(module, b)), None)
+        if base is None or type(module) is base:
+            continue
+        stack[key] = (fqn, f"{base.__module__}.{base.__qualname__}")
+        renamed.add(fqn)
+    return sorted(renamed)
