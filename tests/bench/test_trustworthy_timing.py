@@ -252,3 +252,17 @@ def test_a_busy_run_exits_3_and_refuses_to_advise(builder, tmp_path, capsys, bus
     data = json.loads((tmp_path / "run" / "bench.json").read_text())
     assert data["meta"]["untrusted"] == 2 and data["meta"]["load_before"]["busy"]
     assert all("other processes used 1.5" in r["untrusted"] for r in data["results"])
+
+
+def test_a_pickled_model_file_loads_only_with_allow_pickle(tmp_path, capsys, quiet) -> None:
+    torch.manual_seed(0)
+    torch.save(nn.Linear(16, 16), tmp_path / "model.pt")
+    args = ["--model", str(tmp_path / "model.pt"), "--input-shape", "2,16", "--paths", "fp32 eager", "--warmup", "0",
+            "--repeats", "1", "--device", "cpu", "--no-plot", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert bench_cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "lc-bench: error: " in err and "model.pt" in err and "allow_pickle" in err.replace("-", "_")
+    assert not (tmp_path / "run").exists()
+    with pytest.warns(UserWarning):
+        assert bench_cli.main([*args, "--allow-pickle"]) == 0
+    assert (tmp_path / "run" / "bench.json").is_file()
