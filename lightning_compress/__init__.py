@@ -82,6 +82,16 @@ _EXPORTS: dict[str, str] = {
     "quantize": "quantization.ptq",
     "quantization_sensitivity": "quantization.sensitivity",
     "save_quantized": "quantization.serialization",
+    "one_shot_quantize": "quantization.weight_only.quantize",
+    "OneShotQuantization": "quantization.weight_only.one_shot_quantization",
+    "QuantizationResult": "quantization.weight_only.quantize",
+    "gptq_quantize": "quantization.weight_only.gptq",
+    "awq_quantize": "quantization.weight_only.awq",
+    "Int4WeightOnlyLinear": "quantization.weight_only.weight_only_linear",
+    "Int8WeightOnlyLinear": "quantization.weight_only.weight_only_linear",
+    "to_weight_only_": "quantization.weight_only.weight_only_linear",
+    "save_weight_only": "quantization.weight_only.weight_only_file",
+    "load_weight_only": "quantization.weight_only.weight_only_file",
     # distillation
     "DistillationModule": "distillation.distillation_module",
     "feature_loss": "distillation.losses",
@@ -98,6 +108,8 @@ _EXPORTS: dict[str, str] = {
     "CompressionReport": "analysis.report",
     "compression_report": "analysis.report",
     "sparsity_report": "analysis.report",
+    "perplexity": "analysis.perplexity",
+    "token_windows": "analysis.perplexity",
     # bench
     "BenchResult": "bench.results",
     "benchmark_gemm": "bench.gemm_benchmark",
@@ -148,6 +160,7 @@ sys.modules[__name__].__class__ = _Package
 _compat.install()
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names above are imported on first use
+    from lightning_compress.analysis.perplexity import perplexity, token_windows
     from lightning_compress.analysis.report import CompressionReport, compression_report, sparsity_report
     from lightning_compress.bench.advice import advise
     from lightning_compress.bench.gemm_benchmark import benchmark_gemm
@@ -184,6 +197,16 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names abov
     from lightning_compress.quantization.qat_modes import set_qat_mode
     from lightning_compress.quantization.sensitivity import quantization_sensitivity
     from lightning_compress.quantization.serialization import load_quantized, save_quantized
+    from lightning_compress.quantization.weight_only.awq import awq_quantize
+    from lightning_compress.quantization.weight_only.gptq import gptq_quantize
+    from lightning_compress.quantization.weight_only.one_shot_quantization import OneShotQuantization
+    from lightning_compress.quantization.weight_only.quantize import QuantizationResult, one_shot_quantize
+    from lightning_compress.quantization.weight_only.weight_only_file import load_weight_only, save_weight_only
+    from lightning_compress.quantization.weight_only.weight_only_linear import (
+        Int4WeightOnlyLinear,
+        Int8WeightOnlyLinear,
+        to_weight_only_,
+    )
     from lightning_compress.sparsity.nm_masks import is_nm_sparse, nm_mask, partial_nm_mask
     from lightning_compress.sparsity.nm_sparsity import NMSparsity
     from lightning_compress.sparsity.semi_structured import to_semi_structured, to_semi_structured_

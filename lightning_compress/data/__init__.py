@@ -9,6 +9,7 @@ need torchvision (``pip install 'lightning-compress[vision]'``) when they are bu
 from lightning_compress.data.cifar10 import CIFAR10DataModule
 from lightning_compress.data.digits import DigitsDataModule
 from lightning_compress.data.glue import GLUE_TASKS, GLUEDataModule, GLUETask, load_rotten_tomatoes
+from lightning_compress.data.hamlet import hamlet_text, hamlet_tokens
 from lightning_compress.data.imagenet import ImageNetDataModule
 from lightning_compress.data.mnist import MNIST5kDataModule
 from lightning_compress.data.split_data_module import SplitDataModule
@@ -24,5 +25,7 @@ __all__ = [
     "MNIST5kDataModule",
     "SplitDataModule",
     "TensorDataModule",
+    "hamlet_text",
+    "hamlet_tokens",
     "load_rotten_tomatoes",
 ]

@@ -181,8 +181,7 @@ def prepare_hessian(hessian: Tensor, weight: Tensor, percdamp: float) -> tuple[T
 
     Args:
         hessian: ``(in, in)``.
-        weight: ``(out, in)`` float32 working copy; the weights of dead inputs are set to zero in place (they never
-            reach the output).
+        weight: ``(out, in)``: gives the device.
         percdamp: As for :func:`inverse_hessian_cholesky`.
 
     Example:
