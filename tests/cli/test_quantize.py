@@ -31,3 +31,25 @@ def test_lc_quantize_writes_the_int8_model_and_the_table(tmp_path: Path) -> None
     assert json.loads((out / "ptq.json").read_text())["rows"][2]["accuracy"] == int8
     loaded = load_quantized(out / "model_int8.pt2", compile=False)
     assert loaded(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+
+
+def test_lc_train_with_ptq_int8_then_lc_quantize_over_the_run_folder(tmp_path: Path) -> None:
+    from test_train import FAST, compose_train
+
+    from lightning_compress.cli.train import train
+
+    overrides = ["experiment=digits_cnn", "compression=ptq_int8", "compression.ptq_int8.calibration_batches=2",
+                 "compression.ptq_int8.compile_int8=false", "trainer.max_epochs=2", "logger=csv", *FAST]  # fmt: skip
+    cfg = compose_train(overrides, tmp_path)
+    train(cfg)
+    summary = json.loads((tmp_path / "summary.json").read_text()) if (tmp_path / "summary.json").exists() else {}
+    logged = (next(tmp_path.rglob("metrics.csv"))).read_text().splitlines()[0]
+    assert "val_int8/acc" in logged and "test_int8/acc" in logged, (logged, summary)
+    (tmp_path / ".hydra").mkdir(exist_ok=True)
+    from omegaconf import OmegaConf
+
+    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
+    result = main([str(tmp_path), "--calibration-batches", "2", "--no-latency"])
+    assert Path(result["output"]) == tmp_path / "ptq_int8" / "model_int8.pt2"
+    fp32, _, int8 = (row["accuracy"] for row in result["rows"])
+    assert fp32 > 0.3 and abs(fp32 - int8) <= 0.05  # a (briefly) trained model, its INT8 copy close to it
