@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 import torch
@@ -141,3 +142,76 @@ def test_round_trip_property(tmp_path_factory, rows, cols, density, dtype, seed)
     save_compressed({"w": w}, path, int8=True)
     q, scale = quantize_per_channel(w)
     assert torch.equal(load_compressed(path)["w"], dequantize_per_channel(q, scale, dtype))
+
+
+# ----------------------------------------------------------------------------------------- format 2 (safetensors)
+def test_nan_payloads_and_negative_zeros_survive_bit_for_bit(tmp_path):
+    w = torch.zeros(16, 16)
+    w[0, 0] = -0.0
+    payloads = torch.tensor([0x7FC00001, 0x7F800123, -0x00400001], dtype=torch.int32).view(torch.float32)
+    w[1, :3] = payloads  # quiet and signalling NaNs with payloads, a negative NaN
+    w[2, 5] = 1.5
+    save_compressed({"w": w}, tmp_path / "n.lc.safetensors")
+    loaded = load_compressed(tmp_path / "n.lc.safetensors")["w"]
+    assert torch.equal(loaded.view(torch.int32), w.view(torch.int32))
+
+
+def test_the_file_is_plain_safetensors_with_its_description_in_the_header(tmp_path):
+    from safetensors import safe_open
+
+    path = tmp_path / "m.lc.safetensors"
+    w = torch.randn(64, 64)
+    w[torch.rand_like(w) < 0.9] = 0.0
+    save_compressed({"w": w, "b": torch.randn(64)}, path, int8=True)
+    assert path.read_bytes()[:2] != b"PK"  # no zip, no pickle
+    with safe_open(str(path), framework="pt") as f:  # any safetensors reader opens (memory-maps) it
+        meta = f.metadata()
+        names = set(f.keys())
+    assert meta["lightning_compress.format"] == FORMAT and len(meta["lightning_compress.sha256"]) == 64
+    entries = dict(json.loads(meta["entries"]))
+    assert (
+        entries["w"]["encoding"] == "int8" and entries["w"]["shape"] == [64, 64] and entries["w"]["dtype"] == "float32"
+    )
+    assert entries["b"] == {"encoding": "dense", "parts": {"value": "b"}, "shape": [64], "dtype": "float32"}
+    assert names == {"b", "w::mask", "w::values", "w::scale"}
+
+
+def test_old_lcz_files_load_with_a_deprecation_warning(tmp_path):
+    from lightning_compress.export.compressed_format import LEGACY_FORMAT, _encode
+
+    w = torch.randn(32, 32)
+    w[torch.rand_like(w) < 0.8] = -0.0
+    state = {"w": w, "b": torch.randn(8)}
+    torch.save(
+        {"format": LEGACY_FORMAT, "tensors": {n: _encode(n, t, False) for n, t in state.items()}}, tmp_path / "old.lcz"
+    )  # fmt: skip  (what format 1 wrote)
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        loaded = load_compressed(tmp_path / "old.lcz")
+    assert all(_bits_equal(loaded[n], t) for n, t in state.items())
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")
+def test_complex_and_sparse_tensors_round_trip_subclasses_are_refused(tmp_path):
+    z = torch.randn(8, 8, dtype=torch.complex64)
+    sparse = torch.zeros(10, 10)
+    sparse[3, 4] = 2.0
+    save_compressed({"z": z, "s": sparse.to_sparse()}, tmp_path / "c.lc.safetensors")
+    loaded = load_compressed(tmp_path / "c.lc.safetensors")
+    assert torch.equal(loaded["z"], z) and torch.equal(loaded["s"], sparse)
+
+    class Sub(torch.Tensor):
+        pass
+
+    with pytest.raises(TypeError, match="'x'.*subclass"):
+        save_compressed({"x": torch.zeros(4).as_subclass(Sub)}, tmp_path / "x.lc.safetensors")
+    with pytest.raises(TypeError, match="quantized dtype"):
+        save_compressed({"q": torch.quantize_per_tensor(torch.ones(4), 0.1, 0, torch.qint8)}, tmp_path / "q")
+
+
+def test_a_failed_save_leaves_the_previous_file(tmp_path):
+    path = tmp_path / "m.lc.safetensors"
+    save_compressed({"w": torch.ones(4)}, path)
+    before = path.read_bytes()
+    with pytest.raises(TypeError):
+        save_compressed({"w": torch.zeros(4), "step": 3}, path)  # type: ignore[dict-item]
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
