@@ -63,7 +63,7 @@ def onnx_int8(model: nn.Module, calibration: Sequence[Any], folder: str | os.Pat
     folder = Path(folder)
     fp32 = export_onnx(model, calibration[0], folder / "fp32.onnx")
     prepared = folder / "fp32_prepared.onnx"
-    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=False)
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
