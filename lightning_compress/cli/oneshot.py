@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +36,7 @@ def _parse_nm(text: str) -> tuple[int, int]:
     return n, m
 
 
-def _load_classifier(model_dir: str, ckpt: Optional[Mapping[str, Tensor]], num_labels: int) -> nn.Module:
+def _load_classifier(model_dir: str, ckpt: Union[str, Mapping[str, Tensor], None], num_labels: int) -> nn.Module:
     model = huggingface_classifier(model_dir, num_labels=num_labels)
     if ckpt is not None:
         load_network_weights(model, ckpt, what="`--ckpt`")

@@ -8,8 +8,8 @@ file) and loads the weights into an architecture.
 :func:`load_torch_file` is the one safe ``torch.load`` of the library: ``weights_only=True``, and every failure
 (missing, empty, truncated, foreign, or holding pickled objects) a :class:`ValueError` / :class:`FileNotFoundError`
 that names the file, what was expected and what was found. A file that holds whole pickled objects
-(``torch.save(model)``) is read only by :func:`load_pickled`, and only with ``allow_pickle=True``, which warns (:class:`UnsafeLoadWarning`):
-unpickling runs whatever code the file names.
+(``torch.save(model)``) is read only by :func:`load_pickled`, and only with ``allow_pickle=True``, which warns
+(:class:`UnsafeLoadWarning`): unpickling runs whatever code the file names.
 
 Example:
     >>> sorted(network_state({"model.0.weight": torch.ones(1), "model.0.bias": torch.ones(1)}))
