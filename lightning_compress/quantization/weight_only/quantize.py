@@ -309,7 +309,9 @@ def _check_group_size(layers: dict[str, nn.Module], group_size: Optional[int]) -
     parts = [
         f"{width} ({names[0]}{f' and {len(names) - 1} more' if len(names) > 1 else ''})" for width, names in bad.items()
     ]
-    hint = f"group sizes that divide every width: {', '.join(map(str, common))}" if common else "no multiple of 32"
+    hint = (
+        f"group sizes that divide every width: {', '.join(map(str, common))}" if common else "none is a multiple of 32"
+    )
     raise ValueError(
         f"`group_size`={group_size} does not divide the input width of {sum(map(len, bad.values()))} selected"
         f" layer(s): {'; '.join(parts)}. Use a group size that does ({hint}), group_size=None (per channel), or leave"
