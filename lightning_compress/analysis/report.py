@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_compress.core.selection import FilterFn, prunable_weights
+from lightning_compress.core.validation import check_materialized
 from lightning_compress.quantization.qat_modes import is_prepared
 from lightning_compress.sparsity.nm_masks import is_nm_sparse
 
@@ -319,7 +320,9 @@ def compression_report(
         A :class:`CompressionReport`; ``str()`` of it is the printed table.
 
     Raises:
-        ValueError: If no weight of a Linear/Conv layer (or of 2+ dimensions) is found.
+        TypeError: If ``source`` is neither a module nor a mapping.
+        ValueError: If no weight of a Linear/Conv layer (or of 2+ dimensions) is found, or ``source`` holds tensors
+            on the ``meta`` device (shapes without values, nothing to count).
 
     Example:
         >>> compression_report(torch.nn.Linear(16, 4)).layers[0].nm_2_4
@@ -327,8 +330,15 @@ def compression_report(
     """
     label = name or type(source).__name__
     if isinstance(source, nn.Module):
+        check_materialized(source, f"`source` ({label})")
         report = _report_module(source, label, filter_fn)
     elif isinstance(source, Mapping):
+        meta = [k for k, v in source.items() if isinstance(v, Tensor) and v.device.type == "meta"]
+        if meta:
+            listed = ", ".join(meta[:5]) + (f" and {len(meta) - 5} more" if len(meta) > 5 else "")
+            raise ValueError(
+                f"`source` ({label}) holds tensors on the meta device (no values): {listed}; load them first"
+            )
         report = _report_state(source, label)
     else:
         raise TypeError(f"`source` must be an nn.Module or a state dict, got {type(source).__name__}")
@@ -348,12 +358,13 @@ def sparsity_report(model: nn.Module, filter_fn: Optional[FilterFn] = None) -> C
             :func:`~lightning_compress.core.selection.prunable_weights`.
 
     Raises:
-        ValueError: If no weight is selected.
+        ValueError: If no weight is selected, or ``model`` holds tensors on the ``meta`` device.
 
     Example:
         >>> report = sparsity_report(torch.nn.Linear(3, 3))
         >>> report.sparsity
         0.0
     """
-    prunable_weights(model, filter_fn)  # raises, naming the filter, when nothing is selected
+    prunable_weights(model, filter_fn)
+    check_materialized(model)  # raises, naming the filter, when nothing is selected
     return compression_report(model, filter_fn=filter_fn)

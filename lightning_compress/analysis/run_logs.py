@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any, Optional, Union
 
-__all__ = ["SPARSITY_KEY", "find_metrics_csv", "metric_series", "sweep_jobs"]
+__all__ = ["SPARSITY_KEY", "find_metrics_csv", "logged_columns", "metric_series", "sweep_jobs"]
 
 SPARSITY_KEY = "compress/sparsity"  # what GradualMagnitudePruning logs (per layer: compress/sparsity/<name>)
 PathLike = Union[str, os.PathLike]
@@ -30,11 +30,15 @@ def find_metrics_csv(run: PathLike) -> Path:
     """The ``metrics.csv`` of a run folder (the newest, if several versions), or ``run`` itself if it is the file.
 
     Raises:
-        FileNotFoundError: If there is none under ``run``.
+        FileNotFoundError: If ``run`` does not exist, or there is no ``metrics.csv`` under it.
     """
     run = Path(run)
     if run.is_file():
         return run
+    if not run.exists():
+        raise FileNotFoundError(
+            f"{run} does not exist: give an lc-train run folder (logged with logger=csv) or its metrics.csv"
+        )
     found = sorted(run.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise FileNotFoundError(f"no metrics.csv under {run} (was the run logged with logger=csv?)")
@@ -45,20 +49,57 @@ def metric_series(metrics_csv: PathLike, key: str) -> list[tuple[int, float]]:
     """``(step, value)`` of every row where ``key`` was logged, in file order.
 
     Raises:
+        FileNotFoundError: As :func:`find_metrics_csv`.
         KeyError: If the file has no such column (the message lists the columns that start like it).
+        ValueError: If the file is empty, is not a text CSV file, or holds a value that is not a number.
     """
     path = find_metrics_csv(metrics_csv)
+    expected = "expected the metrics.csv a Lightning CSVLogger writes (lc-train logger=csv)"
     out: list[tuple[int, float]] = []
-    with path.open() as f:
-        reader = csv.DictReader(f)
-        if key not in (reader.fieldnames or []):
-            similar = [c for c in reader.fieldnames or [] if c.split("/")[0] == key.split("/")[0]]
-            raise KeyError(f"{path} has no column {key!r}; columns like it: {similar or reader.fieldnames}")
-        for row in reader:
-            value = row.get(key)
-            if value not in (None, ""):
-                out.append((int(float(row.get("step") or 0)), float(value)))
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames:
+                raise ValueError(f"{path} is empty (no header line): {expected}")
+            if key not in reader.fieldnames:
+                similar = [c for c in reader.fieldnames if c.split("/")[0] == key.split("/")[0]]
+                raise KeyError(
+                    f"{path} has no column {key!r}; columns like it: {similar or reader.fieldnames} (choose one with"
+                    " --key / the `key` argument)"
+                )
+            for line, row in enumerate(reader, start=2):
+                value = row.get(key)
+                if value not in (None, ""):
+                    try:
+                        out.append((int(float(row.get("step") or 0)), float(value)))
+                    except ValueError as err:
+                        raise ValueError(f"{path}, line {line}: {key!r} (or step) is not a number: {err}") from None
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path} is not a text CSV file ({type(err).__name__}: {err}): {expected}") from None
     return out
+
+
+def logged_columns(sweep_dir: PathLike) -> list[str]:
+    """Every metric column of the ``metrics.csv`` files of a multirun folder's jobs (unreadable files skipped).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> job = pathlib.Path(tempfile.mkdtemp()) / "0"
+        >>> (job / ".hydra").mkdir(parents=True)
+        >>> _ = (job / "metrics.csv").write_text("epoch,step,test/acc\\n0,1,0.5\\n")
+        >>> logged_columns(job.parent)
+        ['test/acc']
+    """
+    columns: set[str] = set()
+    for job in Path(sweep_dir).iterdir():
+        if not (job / ".hydra").is_dir():
+            continue
+        try:
+            with find_metrics_csv(job).open(encoding="utf-8", newline="") as f:
+                columns.update(next(csv.reader(f), []))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            continue
+    return sorted(columns - {"epoch", "step"})
 
 
 def _last(metrics_csv: Path, key: str) -> Optional[float]:
@@ -85,12 +126,21 @@ def sweep_jobs(sweep_dir: PathLike, metric: str = "test/acc", sparsity_key: str 
     ``metric = None``.
 
     Raises:
-        FileNotFoundError: If ``sweep_dir`` holds no Hydra job folder.
+        FileNotFoundError: If ``sweep_dir`` does not exist or holds no Hydra job folder.
+        NotADirectoryError: If ``sweep_dir`` is a file.
     """
     sweep_dir = Path(sweep_dir)
+    what = "give the folder of a Hydra multirun (`lc-train -m ...` writes multirun/train/<time>/)"
+    if not sweep_dir.exists():
+        raise FileNotFoundError(f"{sweep_dir} does not exist: {what}")
+    if not sweep_dir.is_dir():
+        raise NotADirectoryError(f"{sweep_dir} is a file, not a folder: {what}")
     jobs = sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: (len(p.name), p.name))
     if not jobs:
-        raise FileNotFoundError(f"no Hydra job folders (with .hydra/) under {sweep_dir}")
+        raise FileNotFoundError(
+            f"no Hydra job folders (with .hydra/) under {sweep_dir}: a multirun folder holds one per job (0/, 1/, ...);"
+            " for a single run use `lc-plot schedule`"
+        )
     out = []
     for job in jobs:
         overrides_file = job / ".hydra" / "overrides.yaml"

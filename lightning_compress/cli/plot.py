@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Optional
 
 from lightning_compress.analysis.plots import plot_accuracy_vs_sparsity, plot_sparsity_schedule
-from lightning_compress.analysis.run_logs import SPARSITY_KEY
+from lightning_compress.analysis.run_logs import SPARSITY_KEY, logged_columns, sweep_jobs
 
 __all__ = ["main"]
 
@@ -31,10 +32,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sweep.add_argument("--sparsity-key", default=SPARSITY_KEY)
     sweep.add_argument("--out")
     args = parser.parse_args(argv)
-    if args.what == "schedule":
-        out = plot_sparsity_schedule(args.run, args.out, args.key)
-    else:
-        out = plot_accuracy_vs_sparsity(args.sweep_dir, args.out, args.metric, args.sparsity_key)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.what == "schedule":
+            out = plot_sparsity_schedule(args.run, args.out, args.key)
+        else:
+            if all(job["metric"] is None for job in sweep_jobs(args.sweep_dir, args.metric, args.sparsity_key)):
+                raise ValueError(
+                    f"no job under {args.sweep_dir} logged {args.metric!r}; choose --metric among what they logged:"
+                    f" {', '.join(logged_columns(args.sweep_dir)) or 'nothing (were the jobs run with logger=csv?)'}"
+                )
+            out = plot_accuracy_vs_sparsity(args.sweep_dir, args.out, args.metric, args.sparsity_key)
+    except (OSError, KeyError, ValueError) as err:  # a bad folder, file or column: said in one line, no traceback
+        parser.exit(2, f"{parser.prog} {args.what}: error: {err.args[0] if isinstance(err, KeyError) else err}\n")
     print(f"wrote {out}")
     return 0
 

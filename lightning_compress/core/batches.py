@@ -136,5 +136,10 @@ def first_batch(trainer: Any, stage: str) -> Any:
     with torch.random.fork_rng(devices=[]):
         batch = next(iter(loader), None)
     if batch is None:
-        raise ValueError(f"the {stage} dataloader yielded no batch")
+        size = getattr(getattr(loader, "dataset", None), "__len__", None)
+        rows = f" (its dataset holds {size()} rows)" if callable(size) else ""
+        raise ValueError(
+            f"the {stage} dataloader ({type(loader).__name__}) yielded no batch{rows}: it needs at least one batch;"
+            " check that its dataset is not empty (and `drop_last` with fewer rows than `batch_size`)"
+        )
     return batch

@@ -62,6 +62,8 @@ def pack_mask(mask: Tensor) -> Tensor:
         >>> pack_mask(torch.tensor([True, False, True, True, False, False, False, False, True]))
         tensor([13,  1], dtype=torch.uint8)
     """
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"`mask` must be a bool tensor, got a {type(mask).__name__}")
     if mask.dtype != torch.bool:
         raise TypeError(f"`mask` must be a bool tensor, got {mask.dtype}")
     flat = mask.reshape(-1).to(torch.uint8)
@@ -112,7 +114,9 @@ class ParameterMasks:
         masks: Optional initial masks by name (bool, same shapes); all True when left out.
 
     Raises:
-        ValueError: If ``params`` is empty, or a mask does not match its parameter.
+        TypeError: If ``params`` is not a mapping of names to tensors (a list of parameters has no names).
+        ValueError: If ``params`` is empty, a parameter is on the ``meta`` device, or a mask does not match its
+            parameter.
 
     Example:
         >>> net = torch.nn.Linear(3, 1, bias=False)
@@ -124,8 +128,22 @@ class ParameterMasks:
     """
 
     def __init__(self, params: Mapping[str, nn.Parameter], masks: Optional[Mapping[str, Tensor]] = None) -> None:
+        if not isinstance(params, Mapping):
+            raise TypeError(
+                f"`params` must map names to parameters (e.g. dict(model.named_parameters()) or"
+                f" prunable_weights(model)), got a {type(params).__name__}"
+            )
         if len(params) == 0:
             raise ValueError("`params` must hold at least one parameter, got none")
+        odd = [f"{n!r} ({type(p).__name__})" for n, p in params.items() if not isinstance(p, Tensor)]
+        if odd:
+            raise TypeError(f"`params` must map names to parameters; these are not tensors: {', '.join(odd)}")
+        meta = [n for n, p in params.items() if p.device.type == "meta"]
+        if meta:
+            raise ValueError(
+                f"`params` holds parameters on the meta device (shapes without values): {', '.join(meta)}; load the"
+                " model's weights first (e.g. `model.to_empty(device='cpu')` then `load_state_dict`)"
+            )
         self._names: list[str] = list(params)
         self._params: list[nn.Parameter] = [params[n] for n in self._names]
         self._masks: list[Tensor] = [torch.ones(p.shape, dtype=torch.bool, device=p.device) for p in self._params]
@@ -179,6 +197,8 @@ class ParameterMasks:
             if name not in self._names:
                 raise KeyError(f"`masks` names a parameter that is not masked here: {name!r}; masked: {self._names}")
             target = self._masks[self._names.index(name)]
+            if not isinstance(mask, Tensor):
+                raise ValueError(f"mask for {name!r} must be a bool tensor, got a {type(mask).__name__}")
             if mask.dtype != torch.bool or mask.shape != target.shape:
                 raise ValueError(
                     f"mask for {name!r} must be a bool tensor of shape {tuple(target.shape)},"

@@ -20,6 +20,8 @@ from typing import Optional
 import torch  # noqa: F401 - the doctests use it
 from torch import nn
 
+from lightning_compress.core.validation import ArgumentErrors
+
 __all__ = ["CONV_TYPES", "FilterFn", "classifier_layer", "first_conv_layer", "prunable_weights", "select_layers"]
 
 FilterFn = Callable[[nn.Module, str], bool]
@@ -35,6 +37,18 @@ def first_conv_layer(model: nn.Module) -> Optional[nn.Module]:
 def classifier_layer(model: nn.Module) -> Optional[nn.Module]:
     """The last ``nn.Linear`` in module order (the classifier), or None."""
     return next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
+
+
+def _check_arguments(
+    name: str, model: object, filter_fn: object, skip_first_conv: object, skip_classifier: object
+) -> None:
+    """One ``ValueError`` naming every bad argument of a selection (a string where a callable or a bool belongs)."""
+    errors = ArgumentErrors()
+    if not isinstance(model, nn.Module):
+        errors.add(f"`{name}` must be an nn.Module, got a {type(model).__name__} ({str(model)[:60]!r})")
+    errors.callable("filter_fn", filter_fn, " (module, fqn) -> bool")
+    errors.bools(skip_first_conv=skip_first_conv, skip_classifier=skip_classifier)
+    errors.raise_if_any()
 
 
 def select_layers(
@@ -55,11 +69,16 @@ def select_layers(
     Returns:
         ``{fqn: submodule}``; a weight shared by several submodules is selected once, under its first owner.
 
+    Raises:
+        ValueError: If ``model`` is not an ``nn.Module``, ``filter_fn`` is not callable (or None), or a ``skip_*``
+            argument is not a bool (``"false"`` is a string, and would be true).
+
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
         >>> list(select_layers(net, skip_classifier=True)), list(select_layers(net, lambda m, fqn: fqn == "1"))
         (['0'], ['1'])
     """
+    _check_arguments("model", model, filter_fn, skip_first_conv, skip_classifier)
     first_conv = first_conv_layer(model) if skip_first_conv else None
     classifier = classifier_layer(model) if skip_classifier else None
     selected: dict[str, nn.Module] = {}
@@ -92,13 +111,14 @@ def prunable_weights(
         An ordered dict ``{"<module fqn>.weight": parameter}``, in module order.
 
     Raises:
-        ValueError: If nothing is selected.
+        ValueError: If nothing is selected, or an argument is of the wrong type (as for :func:`select_layers`).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
         >>> list(prunable_weights(net, filter_fn=lambda m, fqn: fqn == "1"))
         ['1.weight']
     """
+    _check_arguments("module", module, filter_fn, skip_first_conv, skip_classifier)
     layers = select_layers(module, filter_fn, skip_first_conv, skip_classifier)
     if not layers:
         what = "`filter_fn`" if filter_fn is not None else "the default filter (nn.Linear, nn.Conv1d/2d/3d)"

@@ -66,6 +66,7 @@ def find_network(module: nn.Module, attribute: Optional[str] = None, strict: boo
         ``(network, qualified name)``.
 
     Raises:
+        TypeError: If ``module`` is not an ``nn.Module``.
         ValueError: If ``attribute`` names no submodule, if ``compression_target`` is not a submodule, or if a
             LightningModule holds several children with parameters (the message lists them and the call to make).
 
@@ -81,6 +82,11 @@ def find_network(module: nn.Module, attribute: Optional[str] = None, strict: boo
     """
     import lightning.pytorch as pl
 
+    if not isinstance(module, nn.Module):
+        raise TypeError(
+            f"`module` must be an nn.Module (a LightningModule or a network), got a {type(module).__name__}"
+            f" ({str(module)[:60]!r})"
+        )
     if attribute is not None:
         try:
             return module.get_submodule(attribute), attribute

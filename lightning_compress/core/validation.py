@@ -181,19 +181,28 @@ def check_finite(tensors: Mapping[str, Tensor], before: str) -> None:
         before: What was about to happen, for the message (``"magnitude pruning"``).
 
     Raises:
-        ValueError: Naming every tensor that holds a NaN or an Inf, with the counts.
+        ValueError: Naming every tensor that holds a NaN or an Inf, with the counts (or every tensor on the ``meta``
+            device, which has no values to check).
 
     Example:
         >>> check_finite({"0.weight": torch.ones(2)}, "pruning")
     """
-    bad = []
+    bad, meta = [], []
     for name, tensor in tensors.items():
+        if tensor.device.type == "meta":
+            meta.append(name)
+            continue
         if not tensor.is_floating_point():
             continue
         finite = torch.isfinite(tensor.detach())
         if not bool(finite.all()):
             nan = int(torch.isnan(tensor.detach()).sum())
             bad.append(f"{name} ({nan} NaN, {int((~finite).sum()) - nan} Inf of {tensor.numel()})")
+    if meta:
+        raise ValueError(
+            f"refusing {before}: these weights are on the meta device (shapes without values): {', '.join(meta)};"
+            " load their weights first (e.g. `model.to_empty(device='cpu')` then `load_state_dict`)"
+        )
     if bad:
         raise ValueError(
             f"refusing {before}: these weights hold NaN or Inf values: {', '.join(bad)}. The model diverged or was"

@@ -11,6 +11,7 @@ from lightning_compress.data.tensor_data import TensorDataModule
 # Mean and std of all 1,797 images after /16 (computed once, like MNIST's 0.1307 / 0.3081).
 DIGITS_MEAN = 0.3053
 DIGITS_STD = 0.3760
+DIGITS_SIZE = 1797
 
 
 class DigitsDataModule(TensorDataModule):
@@ -27,7 +28,8 @@ class DigitsDataModule(TensorDataModule):
         num_workers: DataLoader worker processes.
 
     Raises:
-        ValueError: If an argument is out of range or the two fractions leave no training data.
+        ValueError: If an argument is out of range, the two fractions leave no training data, or a fraction rounds to
+            no image at all (an empty validation or test split).
 
     Example:
         >>> dm = DigitsDataModule(); dm.setup()
@@ -52,6 +54,12 @@ class DigitsDataModule(TensorDataModule):
                     "`val_fraction` + `test_fraction` must be below 1 to leave training data,"
                     f" got {val_fraction} + {test_fraction}"
                 )
+            for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+                if round(DIGITS_SIZE * fraction) == 0:
+                    errors.add(
+                        f"`{name}` must leave at least one of the {DIGITS_SIZE:,} images to its split, got {fraction}"
+                        f" (0 of {DIGITS_SIZE:,}): use at least {1 / DIGITS_SIZE:.5f}"
+                    )
         errors.raise_if_any()
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction

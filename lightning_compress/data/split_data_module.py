@@ -11,6 +11,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_compress.core.validation import ArgumentErrors
 
+TASKS = ("multiclass", "regression")
+
 
 class SplitDataModule(LightningDataModule):
     """Holds the loader settings and the three splits; subclasses fill the splits in :meth:`setup`.
@@ -40,7 +42,9 @@ class SplitDataModule(LightningDataModule):
             ``seed`` are added to them, so that one ``ValueError`` lists every problem of the call.
 
     Raises:
-        ValueError: If ``batch_size`` < 1, or ``num_workers`` or ``seed`` is negative (or ``errors`` holds a problem).
+        ValueError: If ``num_classes`` or ``batch_size`` < 1, ``num_workers`` or ``seed`` is negative, ``metrics`` is
+            not a non-empty tuple of names (a string is not), ``task`` is unknown or ``pin_memory`` not a bool (or
+            ``errors`` holds a problem).
 
     Example:
         >>> from torch.utils.data import TensorDataset
@@ -67,13 +71,25 @@ class SplitDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         errors = ArgumentErrors() if errors is None else errors
+        errors.int("num_classes", num_classes)
+        if isinstance(metrics, str):
+            errors.add(f"`metrics` must be a tuple of metric names, got the string {metrics!r} (write ({metrics!r},))")
+        else:
+            errors.require(
+                isinstance(metrics, (tuple, list)) and len(metrics) > 0 and all(isinstance(m, str) for m in metrics),
+                "metrics",
+                "a non-empty tuple of metric names",
+                metrics,
+            )
+        errors.one_of("task", task, TASKS)
+        errors.bool("pin_memory", pin_memory)
         errors.int("batch_size", batch_size)
         errors.int("num_workers", num_workers, minimum=0)
         if seed is not None:
             errors.int("seed", seed, minimum=0)
         errors.raise_if_any()
         self.num_classes = num_classes
-        self.metrics = metrics
+        self.metrics = tuple(metrics)
         self.task = task
         self.batch_size = batch_size
         self.num_workers = num_workers

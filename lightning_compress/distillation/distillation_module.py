@@ -27,7 +27,7 @@ from typing_extensions import override
 
 from lightning_compress.core.batches import first_batch, move_data_to_device
 from lightning_compress.core.target import compression_target, find_network
-from lightning_compress.core.validation import is_int
+from lightning_compress.core.validation import check_materialized, is_int
 from lightning_compress.distillation.features import (
     FeatureCapture,
     FeaturePair,
@@ -501,6 +501,12 @@ def _validate(
         errors.append(f"`student` must be an nn.Module or a ClassificationModule, got {type(student).__name__}")
     if teacher is None:
         errors.append("`teacher` must be an nn.Module, a Hugging Face model folder or a checkpoint path, got None")
+    for name, module in (("student", student), ("teacher", teacher)):
+        if isinstance(module, nn.Module):
+            try:
+                check_materialized(module, f"`{name}`")
+            except ValueError as err:
+                errors.append(str(err))
     problem = _check_temperature(temperature)
     if problem:
         errors.append(problem)

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Literal, Union
 
@@ -39,19 +40,22 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
         A scalar: the KL divergence summed over classes and averaged over the ``N`` examples, times ``T^2``.
 
     Raises:
-        ValueError: If the shapes differ or ``temperature`` is not positive.
+        TypeError: If the logits are not tensors.
+        ValueError: If the shapes differ or ``temperature`` is not a number > 0.
 
     Example:
         >>> kd_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, 0.0]]), 2.0)
         tensor(0.)
     """
+    _check_tensors(student_logits=student_logits, teacher_logits=teacher_logits)
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
             f"student and teacher logits must have the same shape, got {tuple(student_logits.shape)} and "
             f"{tuple(teacher_logits.shape)}"
         )
-    if not temperature > 0:
-        raise ValueError(f"`temperature` must be > 0, got {temperature!r}")
+    number = isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)
+    if not ((number or (isinstance(temperature, Tensor) and temperature.numel() == 1)) and temperature > 0):
+        raise ValueError(f"`temperature` must be a number > 0, got {temperature!r}")
     classes = student_logits.shape[-1]
     log_p_student = F.log_softmax(student_logits.float().reshape(-1, classes) / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits.float().reshape(-1, classes).detach() / temperature, dim=-1)
@@ -73,6 +77,7 @@ def feature_loss(student: Tensor, teacher: Tensor, kind: Literal["mse", "cosine"
         A scalar, computed in float32.
 
     Raises:
+        TypeError: If a feature is not a tensor.
         ValueError: If the shapes differ or ``kind`` is unknown.
 
     Example:
@@ -80,6 +85,7 @@ def feature_loss(student: Tensor, teacher: Tensor, kind: Literal["mse", "cosine"
         >>> float(feature_loss(x, 3 * x, "cosine")) < 1e-6
         True
     """
+    _check_tensors(student=student, teacher=teacher)
     if student.shape != teacher.shape:
         raise ValueError(
             f"student and teacher features must have the same shape, got {tuple(student.shape)} and "
@@ -91,6 +97,12 @@ def feature_loss(student: Tensor, teacher: Tensor, kind: Literal["mse", "cosine"
     if kind == "cosine":
         return (1.0 - F.cosine_similarity(student, teacher, dim=dim)).mean()
     raise ValueError(f"`kind` can be {' or '.join(FEATURE_LOSSES)}, got {kind!r}")
+
+
+def _check_tensors(**values: object) -> None:
+    for name, value in values.items():
+        if not isinstance(value, Tensor):
+            raise TypeError(f"`{name}` must be a tensor, got a {type(value).__name__}")
 
 
 def temperature_at(temperature: TemperatureLike, progress: float) -> float:

@@ -94,8 +94,8 @@ def layer_subset_student(
         The student, in the teacher's dtype, on the CPU, in train mode (dropout on; a loaded teacher is in eval mode).
 
     Raises:
-        ValueError: For bad ``layers`` / ``every``, a label count that differs from the teacher's, or a model whose
-            layers cannot be found.
+        ValueError: For bad ``layers`` / ``every``, a label count that differs from the teacher's, a ``teacher`` that
+            is not a Hugging Face model, or a model whose layers cannot be found.
 
     Example:
         >>> from transformers import BertConfig, BertForSequenceClassification
@@ -104,7 +104,12 @@ def layer_subset_student(
         >>> layer_subset_student(BertForSequenceClassification(config), every=2).config.num_hidden_layers
         2
     """
-    config = teacher.config
+    config = getattr(teacher, "config", None)
+    if not isinstance(teacher, nn.Module) or getattr(config, "num_hidden_layers", None) is None:
+        raise ValueError(
+            "`teacher` must be a Hugging Face model whose config has num_hidden_layers (BERT, RoBERTa, MiniLM, ...),"
+            f" got a {type(teacher).__name__}"
+        )
     num_layers = int(config.num_hidden_layers)
     chosen = student_layers(num_layers, layers, every)
     if num_classes is not None and num_classes != config.num_labels:
@@ -162,7 +167,7 @@ def small_cnn_student(teacher: SmallCNN, channels: Sequence[int] = (8, 16), hidd
     return SmallCNN(
         in_channels=first_conv.in_channels,
         num_classes=last.out_features,
-        channels=tuple(channels),
+        channels=channels,
         hidden=hidden,
         image_size=side * 2**stages,
         dropout=dropout.p,
@@ -211,9 +216,19 @@ def pruned_student(
         The pruned network, trainable (every parameter requires grad), in train mode.
 
     Raises:
-        ValueError: For a fraction outside [0, 1), channels together with heads / neurons, an unsupported model, an
-            empty calibration loader, or ``num_classes`` different from the teacher's label count.
+        ValueError: For a fraction outside [0, 1), channels together with heads / neurons, an unsupported model, a
+            ``calibration`` that is neither a data module nor an iterable, an empty calibration loader, or
+            ``num_classes`` different from the teacher's label count.
     """
+    if not isinstance(teacher, nn.Module):
+        raise ValueError(f"`teacher` must be an nn.Module (the trained network), got a {type(teacher).__name__}")
+    if isinstance(calibration, (str, bytes)) or not (
+        callable(getattr(calibration, "train_dataloader", None)) or hasattr(calibration, "__iter__")
+    ):
+        raise ValueError(
+            "`calibration` must be a data module (its train_dataloader is used) or an iterable of batches,"
+            f" got {type(calibration).__name__}"
+        )
     fractions = {"heads": heads, "ffn_neurons": ffn_neurons, "channels": channels}
     for name, value in fractions.items():
         check_prune_fraction(value, name)

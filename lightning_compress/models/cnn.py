@@ -53,9 +53,10 @@ class SmallCNN(nn.Module):
         errors.int("num_classes", num_classes)
         errors.int("hidden", hidden)
         size_ok = errors.int("image_size", image_size)
-        channels = tuple(channels)
+        given = channels
+        channels = tuple(channels) if isinstance(channels, Sequence) and not isinstance(channels, (str, bytes)) else ()
         if errors.require(bool(channels) and all(is_int(c) and c >= 1 for c in channels), "channels",
-                          "a non-empty sequence of positive ints", channels) and size_ok:  # fmt: skip
+                          "a non-empty sequence of positive ints (e.g. [16, 32])", given) and size_ok:  # fmt: skip
             errors.require(image_size % 2 ** len(channels) == 0, "image_size", f"divisible by 2 ** len(channels) ="
                            f" {2 ** len(channels)} (one 2x2 max-pool per stage)", image_size)  # fmt: skip
         errors.interval("dropout", dropout, 0, 1, "[)", kind="a float ")
@@ -63,6 +64,7 @@ class SmallCNN(nn.Module):
         stages: list[nn.Module] = []
         for c_in, c_out in zip((in_channels, *channels), channels):
             stages += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
+        self.in_channels, self.image_size = in_channels, image_size
         self.features = nn.Sequential(*stages)
         side = image_size // 2 ** len(channels)
         self.classifier = nn.Sequential(
@@ -74,5 +76,18 @@ class SmallCNN(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """Maps images ``(B, C, H, W)`` to logits ``(B, num_classes)``."""
+        """Maps images ``(B, C, H, W)`` to logits ``(B, num_classes)``.
+
+        Raises:
+            ValueError: If ``x`` is not a floating ``(B, in_channels, image_size, image_size)`` tensor (checked on
+                shapes and dtype only: free, and traced away by ``torch.export``).
+        """
+        side, channels = getattr(self, "image_size", None), getattr(self, "in_channels", None)  # None: unpickled old
+        if side is not None and (x.dim() != 4 or x.shape[1] != channels or x.shape[2] != side or x.shape[3] != side):
+            raise ValueError(
+                f"SmallCNN input must be (B, {self.in_channels}, {side}, {side}) images (in_channels="
+                f"{self.in_channels}, image_size={side}), got shape {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise ValueError(f"SmallCNN input must be a floating tensor (float32 images), got {x.dtype}")
         return self.classifier(self.features(x))

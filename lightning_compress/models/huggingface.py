@@ -52,7 +52,7 @@ def huggingface_classifier(name_or_path: str | os.PathLike, num_labels: int = 2,
         fine-tune would run without dropout.
 
     Raises:
-        ValueError: If ``num_labels`` is not a positive int.
+        ValueError: If ``num_labels`` is not a positive int, or ``name_or_path`` is not a name or a folder.
         OSError: If the model cannot be found (unknown name, missing folder, or no network for an uncached name).
 
     Example:
@@ -63,6 +63,12 @@ def huggingface_classifier(name_or_path: str | os.PathLike, num_labels: int = 2,
     from transformers import AutoModelForSequenceClassification
 
     errors = ArgumentErrors()
+    errors.require(
+        isinstance(name_or_path, (str, os.PathLike)) and bool(str(name_or_path)),
+        "name_or_path",
+        "a Hugging Face model name or a local folder",
+        name_or_path,
+    )
     errors.int("num_labels", num_labels)
     errors.raise_if_any()
     try:

@@ -102,6 +102,8 @@ def torchvision_model(name: str, num_classes: int = 1000, weights: str | Weights
         >>> torchvision_model("resnet18", num_classes=10)(torch.zeros(2, 3, 64, 64)).shape
         torch.Size([2, 10])
     """
+    if not isinstance(name, str):
+        raise ValueError(f"`name` must be a torchvision model name (a str such as 'resnet18'), got {name!r}")
     torchvision = import_torchvision("torchvision_model")
     name = ALIASES.get(name, name)
     errors = ArgumentErrors()

@@ -19,8 +19,10 @@ Example:
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -29,6 +31,7 @@ __all__ = ["global_magnitude_masks", "magnitude_mask", "num_to_prune"]
 
 _PRUNED_KEY = -1  # below the int32 bit pattern of every non-negative float32: marks already-pruned positions
 _LOW_BITS = 16
+_NONFINITE_BIN = (0x7F800000 >> _LOW_BITS) + 1  # pass-1 bins from here on hold |w| = Inf (0x7f800000) or NaN
 _CACHE_KEYS_UP_TO = 1 << 24  # elements (64 MiB of int32 keys); above it the keys are recomputed in every pass
 
 
@@ -55,14 +58,20 @@ def magnitude_mask(weight: Tensor, sparsity: float, current_mask: Optional[Tenso
         A bool tensor of ``weight``'s shape, True where the weight is kept.
 
     Raises:
-        ValueError: If ``sparsity`` is outside [0, 1] or ``current_mask`` has another shape.
+        TypeError: If ``weight`` (or ``current_mask``) is not a tensor.
+        ValueError: If ``sparsity`` is not a number in [0, 1], ``current_mask`` has another shape, ``weight`` is on the
+            ``meta`` device, or a weight that would be ranked is NaN or Inf (its magnitude has no rank).
 
     Example:
         >>> magnitude_mask(torch.tensor([3.0, -1.0, 2.0, 0.5]), 0.5)
         tensor([ True, False,  True, False])
     """
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"`weight` must be a tensor, got {type(weight).__name__}")
+    if current_mask is not None and not isinstance(current_mask, Tensor):
+        raise TypeError(f"`current_mask` must be a bool tensor or None, got {type(current_mask).__name__}")
     current = None if current_mask is None else [current_mask]
-    return global_magnitude_masks([weight], sparsity, current)[0]
+    return _masks([weight], sparsity, current, ["`weight`"], ["`current_mask`"])[0]
 
 
 def global_magnitude_masks(
@@ -85,7 +94,11 @@ def global_magnitude_masks(
         One bool mask per weight, same shape, True where kept.
 
     Raises:
-        ValueError: If ``weights`` is empty, ``sparsity`` is outside [0, 1], or ``current_masks`` does not match.
+        TypeError: If ``weights`` is a single tensor or not a sequence of tensors, or ``current_masks`` is not a
+            sequence of tensors.
+        ValueError: If ``weights`` is empty, ``sparsity`` is not a number in [0, 1], ``current_masks`` does not match,
+            a weight is on the ``meta`` device, or a weight that would be ranked is NaN or Inf (the message names
+            ``weights[i]`` and the count).
 
     Example:
         >>> a, b = torch.tensor([1.0, 4.0]), torch.tensor([[3.0], [2.0]])
@@ -93,20 +106,54 @@ def global_magnitude_masks(
         [tensor([False,  True]), tensor([[ True],
                 [False]])]
     """
+    _check_sequence(
+        "weights", weights, "global_magnitude_masks([weight], sparsity) or magnitude_mask(weight, sparsity)"
+    )
+    if current_masks is not None:
+        _check_sequence("current_masks", current_masks, "one bool mask per weight, in a list")
+    names = [f"`weights[{i}]`" for i in range(len(weights))]
+    return _masks(weights, sparsity, current_masks, names, [f"`current_masks[{i}]`" for i in range(len(weights))])
+
+
+def _check_sequence(name: str, value: Any, hint: str) -> None:
+    """A list or tuple of tensors: a single tensor (a sequence of its rows) or anything else is refused."""
+    if isinstance(value, Tensor):
+        raise TypeError(f"`{name}` must be a list of tensors, got a Tensor of shape {tuple(value.shape)}; write {hint}")
+    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+        raise TypeError(f"`{name}` must be a list of tensors, got {type(value).__name__}")
+    for i, item in enumerate(value):
+        if not isinstance(item, Tensor):
+            raise TypeError(f"`{name}[{i}]` must be a tensor, got {type(item).__name__}")
+
+
+def _masks(
+    weights: Sequence[Tensor],
+    sparsity: Any,
+    current_masks: Optional[Sequence[Tensor]],
+    names: Sequence[str],
+    mask_names: Sequence[str],
+) -> list[Tensor]:
+    """:func:`global_magnitude_masks`, with the names its messages give each weight and mask."""
     if len(weights) == 0:
         raise ValueError("`weights` must hold at least one tensor, got an empty sequence")
-    if not 0.0 <= sparsity <= 1.0:
-        raise ValueError(f"`sparsity` must be in [0, 1], got {sparsity}")
+    real = isinstance(sparsity, numbers.Real) and not isinstance(sparsity, bool) and math.isfinite(sparsity)
+    if not (real and 0.0 <= sparsity <= 1.0):
+        raise ValueError(f"`sparsity` must be a number in [0, 1], got {sparsity!r}")
+    meta = [name for name, w in zip(names, weights) if w.device.type == "meta"]
+    if meta:
+        raise ValueError(
+            f"{', '.join(meta)} {'is' if len(meta) == 1 else 'are'} on the meta device (shapes without values), which"
+            " magnitude pruning cannot rank: load the weights first"
+        )
     if current_masks is not None:
         if len(current_masks) != len(weights):
             raise ValueError(
                 f"`current_masks` must hold one mask per weight ({len(weights)}), got {len(current_masks)}"
             )
-        for i, (w, m) in enumerate(zip(weights, current_masks)):
+        for name, w, m in zip(mask_names, weights, current_masks):
             if m.shape != w.shape or m.dtype != torch.bool:
                 raise ValueError(
-                    f"`current_masks[{i}]` must be a bool tensor of shape {tuple(w.shape)},"
-                    f" got {m.dtype} {tuple(m.shape)}"
+                    f"{name} must be a bool tensor of shape {tuple(w.shape)}, got {m.dtype} {tuple(m.shape)}"
                 )
     lives: list[Optional[Tensor]] = list(current_masks) if current_masks is not None else [None] * len(weights)
 
@@ -129,10 +176,21 @@ def global_magnitude_masks(
             cached.append(key)
         return key
 
-    # Pass 1: histogram of the high 16 bits (+1, so that the pruned key -1 falls in bin 0).
+    # Pass 1: histogram of the high 16 bits (+1, so that the pruned key -1 falls in bin 0). Its top bins count the
+    # live NaN and Inf magnitudes of each tensor, which have no rank: found here at no extra pass over the weights.
     hist = torch.zeros(1 << _LOW_BITS | 1, dtype=torch.int64, device=device)
+    nonfinite = []
     for i in range(len(weights)):
-        hist += torch.bincount(_high_bin(keys(i)), minlength=hist.numel())
+        counts = torch.bincount(_high_bin(keys(i)), minlength=hist.numel())
+        nonfinite.append(counts[_NONFINITE_BIN:].sum())
+        hist += counts
+    bad = [(name, n, w.numel()) for name, n, w in zip(names, torch.stack(nonfinite).tolist(), weights) if n]
+    if bad:
+        listed = ", ".join(f"{name} ({n} of {numel})" for name, n, numel in bad)
+        raise ValueError(
+            f"refusing magnitude pruning: NaN or Inf weights, whose magnitudes have no rank, in {listed}. The model"
+            " diverged or was loaded from a damaged file; fix the weights (or leave those layers out) first"
+        )
     cum = hist.cumsum(0)
     b1 = int(torch.searchsorted(cum, torch.tensor([k], device=device)).item())  # first bin with cum >= k
     below = int(cum[b1 - 1].item()) if b1 > 0 else 0

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal, Union
 
+from lightning_compress.core.validation import ArgumentErrors, is_int
+
 __all__ = [
     "ScheduleFn",
     "ScheduleLike",
@@ -132,14 +134,21 @@ def sparsity_at_step(
         The target sparsity, a fraction in [0, 1).
 
     Raises:
-        ValueError: If the schedule returns a value outside [0, 1], or ``end_step < start_step``.
+        ValueError: If a step is not an int (``start_step``: >= 0), ``end_step < start_step``, ``initial`` is not in
+            [0, 1), ``final`` is not in [initial, 1), or the schedule returns a value outside [0, 1].
 
     Example:
         >>> sparsity_at_step(25, start_step=0, end_step=100, initial=0.2, final=0.6, schedule="linear")
         0.3
     """
-    if end_step < start_step:
-        raise ValueError(f"`end_step` must be >= `start_step` ({start_step}), got {end_step}")
+    errors = ArgumentErrors()
+    errors.require(is_int(step), "step", "an int (an optimizer step)", step)
+    ok = errors.int("start_step", start_step, minimum=0)
+    if errors.require(is_int(end_step), "end_step", "an int", end_step) and ok and end_step < start_step:
+        errors.add(f"`end_step` must be >= `start_step` ({start_step}), got {end_step}")
+    if errors.interval("initial", initial, 0, 1, "[)", kind="a number "):
+        errors.interval("final", final, initial, 1, "[)", kind="a number ")
+    errors.raise_if_any()
     if step < start_step:
         return initial
     if step >= end_step:

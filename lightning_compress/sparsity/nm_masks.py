@@ -19,13 +19,23 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from lightning_compress.core.validation import check_finite
 from lightning_compress.sparsity.pattern import check_nm, nm_ineligibility
 
 __all__ = ["is_nm_sparse", "nm_mask", "partial_nm_mask"]
 
 
+def _ranked(weight: Tensor, what: str) -> None:
+    """Refuse what cannot be ranked by magnitude: not a tensor, no values (meta), NaN or Inf."""
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"`weight` must be a tensor, got a {type(weight).__name__}")
+    check_finite({"`weight`": weight}, what)
+
+
 def _groups(weight: Tensor, m: int) -> Tensor:
     """``weight`` viewed as ``(out, in_total / m, m)``: the runs of ``m`` along each GEMM row."""
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"`weight` must be a tensor, got a {type(weight).__name__}")
     reason = nm_ineligibility(weight, m)
     if reason is not None:
         raise ValueError(f"a weight of shape {tuple(weight.shape)} cannot be made N:M: {reason}")
@@ -67,8 +77,9 @@ def nm_mask(weight: Tensor, n: int = 2, m: int = 4) -> Tensor:
         A bool tensor of ``weight``'s shape, True where kept: exactly ``n`` True in every group of ``m``.
 
     Raises:
-        ValueError: If ``n`` or ``m`` is not an int with ``0 < n < m``, or the reduction dimension is not a multiple of
-            ``m`` (the message names the shape).
+        TypeError: If ``weight`` is not a tensor.
+        ValueError: If ``n`` or ``m`` is not an int with ``0 < n < m``, the reduction dimension is not a multiple of
+            ``m`` (the message names the shape), or ``weight`` holds NaN or Inf values (or is on the meta device).
 
     Example:
         >>> conv_w = torch.randn(8, 4, 3, 3)  # reduction 4 * 3 * 3 = 36
@@ -77,6 +88,7 @@ def nm_mask(weight: Tensor, n: int = 2, m: int = 4) -> Tensor:
         [2]
     """
     check_nm(n, m)
+    _ranked(weight, "N:M masking")
     groups = _groups(weight.detach(), m)
     return _keep_largest(groups.abs(), n).view(weight.shape)
 
@@ -100,6 +112,7 @@ def partial_nm_mask(weight: Tensor, n: int, m: int, fraction: float, current_mas
         A bool tensor of ``weight``'s shape, True where kept.
 
     Raises:
+        TypeError: If ``weight`` is not a tensor.
         ValueError: As :func:`nm_mask`; or ``fraction`` outside [0, 1], or ``current_mask`` of another shape or dtype.
 
     Example:
@@ -110,9 +123,12 @@ def partial_nm_mask(weight: Tensor, n: int, m: int, fraction: float, current_mas
     check_nm(n, m)
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
         raise ValueError(f"`fraction` must be a number in [0, 1], got {fraction!r}")
+    _ranked(weight, "N:M masking")
     groups = _groups(weight.detach(), m)
     scores = groups.abs().float()
     if current_mask is not None:
+        if not isinstance(current_mask, Tensor):
+            raise ValueError(f"`current_mask` must be a bool tensor or None, got a {type(current_mask).__name__}")
         if current_mask.shape != weight.shape or current_mask.dtype != torch.bool:
             raise ValueError(
                 f"`current_mask` must be a bool tensor of shape {tuple(weight.shape)},"

@@ -33,6 +33,7 @@ from torch.sparse import (
 )
 
 from lightning_compress.core.selection import FilterFn
+from lightning_compress.core.validation import ArgumentErrors
 from lightning_compress.sparsity.nm_masks import is_nm_sparse
 
 __all__ = ["SemiStructuredSwap", "semi_structured_problems", "to_semi_structured", "to_semi_structured_"]
@@ -143,7 +144,8 @@ def to_semi_structured_(
     Raises:
         RuntimeError: Without CUDA, with a GPU older than Ampere, with Linear weights not on a CUDA device, or when
             cuSPARSELt is wanted but missing from this PyTorch build.
-        ValueError: For a ``dtype`` other than float16 / bfloat16, or an unknown ``backend``.
+        ValueError: For a ``dtype`` other than float16 / bfloat16, an unknown ``backend``, a ``model`` that is not an
+            ``nn.Module`` or a ``filter_fn`` that is not callable.
 
     Example:
         >>> model = model.half().cuda()  # doctest: +SKIP
@@ -151,6 +153,11 @@ def to_semi_structured_(
         12 Linear layer(s) semi-structured (2:4), 1 left dense
           dense: classifier: 2 rows: cuSPARSELt needs a multiple of 16 (>= 16) for torch.float16
     """
+    errors = ArgumentErrors()
+    if not isinstance(model, nn.Module):
+        errors.add(f"`model` must be an nn.Module, got a {type(model).__name__}")
+    errors.callable("filter_fn", filter_fn, " (module, fqn) -> bool")
+    errors.raise_if_any()
     if dtype not in _SWAP_DTYPES:
         raise ValueError(
             f"`dtype` must be torch.float16 or torch.bfloat16, got {dtype}; int8 / float8 2:4 kernels need quantised"

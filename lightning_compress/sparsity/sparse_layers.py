@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_compress.core.validation import ArgumentErrors
+
 __all__ = ["SPARSE_FORMATS", "SparseConv2d", "SparseLinear", "to_sparse_layers", "to_sparse_weight"]
 
 SPARSE_FORMATS = ("csr", "coo", "bsr")
@@ -43,14 +45,20 @@ def to_sparse_weight(weight: Tensor, fmt: str, blocksize: int = 16) -> Tensor:
         The sparse tensor, same values.
 
     Raises:
-        ValueError: For another ``fmt``, a weight that is not 2-D, or BSR blocks that do not tile it.
+        TypeError: If ``weight`` is not a tensor.
+        ValueError: For another ``fmt``, a ``blocksize`` that is not an int >= 1, a weight that is not 2-D, or BSR
+            blocks that do not tile it.
 
     Example:
         >>> to_sparse_weight(torch.eye(4), "csr").layout
         torch.sparse_csr
     """
-    if fmt not in SPARSE_FORMATS:
-        raise ValueError(f"`fmt` can be {', '.join(SPARSE_FORMATS)}, got {fmt!r}")
+    errors = ArgumentErrors()
+    errors.one_of("fmt", fmt, SPARSE_FORMATS)
+    errors.int("blocksize", blocksize)
+    errors.raise_if_any()
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"`weight` must be a tensor, got a {type(weight).__name__}")
     if weight.dim() != 2:
         raise ValueError(f"`weight` must be 2-D (out, in), got shape {tuple(weight.shape)}")
     weight = weight.detach().contiguous()
@@ -151,11 +159,21 @@ def to_sparse_layers(model: nn.Module, fmt: str = "csr", min_features: int = 1) 
     Returns:
         ``(copy, names of the layers left dense)``.
 
+    Raises:
+        ValueError: For another ``fmt``, a ``min_features`` that is not an int >= 1, or a ``model`` that is not an
+            ``nn.Module`` (checked first: a bad ``fmt`` would otherwise leave every layer dense, silently).
+
     Example:
         >>> net, dense = to_sparse_layers(torch.nn.Sequential(torch.nn.Linear(4, 4)), "coo")
         >>> type(net[0]).__name__, dense
         ('SparseLinear', [])
     """
+    errors = ArgumentErrors()
+    if not isinstance(model, nn.Module):
+        errors.add(f"`model` must be an nn.Module, got a {type(model).__name__}")
+    errors.one_of("fmt", fmt, SPARSE_FORMATS)
+    errors.int("min_features", min_features)
+    errors.raise_if_any()
     model = copy.deepcopy(model)
     left_dense: list[str] = []
     for fqn, module in list(model.named_modules()):

@@ -7,6 +7,8 @@ import math
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from lightning_compress.core.validation import ArgumentErrors, is_number
+
 __all__ = ["warmup_factor", "warmup_lr"]
 
 _DECAYS = ("linear", "cosine", "constant")
@@ -44,7 +46,8 @@ def warmup_lr(
         decay: ``"linear"``, ``"cosine"`` or ``"constant"``.
 
     Raises:
-        ValueError: an unknown ``decay``, a negative ``warmup`` or a ``total_steps`` below 1.
+        ValueError: an ``optimizer`` that is not a torch optimizer, an unknown ``decay``, a ``warmup`` that is not a
+            number >= 0, or a ``total_steps`` that is not an int >= 1 (every problem in one message).
 
     Example:
         >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
@@ -52,11 +55,14 @@ def warmup_lr(
         >>> opt.param_groups[0]["lr"]
         0.3333333333333333
     """
-    if decay not in _DECAYS:
-        raise ValueError(f"`decay` can be {', '.join(_DECAYS)}, got {decay!r}")
-    if warmup < 0:
-        raise ValueError(f"`warmup` must be >= 0 (a fraction below 1 or a step count), got {warmup}")
-    if total_steps < 1:
-        raise ValueError(f"`total_steps` must be >= 1, got {total_steps}")
+    errors = ArgumentErrors()
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        errors.add(f"`optimizer` must be a torch.optim.Optimizer, got a {type(optimizer).__name__}")
+    errors.one_of("decay", decay, _DECAYS)
+    errors.require(
+        is_number(warmup) and warmup >= 0, "warmup", "a number >= 0 (a fraction below 1 or a step count)", warmup
+    )
+    errors.int("total_steps", total_steps)
+    errors.raise_if_any()
     warmup_steps = int(round(warmup * total_steps)) if warmup < 1 else int(warmup)
     return LambdaLR(optimizer, lambda step: warmup_factor(step, total_steps, warmup_steps, decay))

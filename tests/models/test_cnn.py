@@ -73,7 +73,7 @@ def test_learns_real_digits():
     [
         ({"image_size": 30}, "`image_size` must be divisible by 2 ** len(channels) = 4 (one 2x2 max-pool per stage)"),
         ({"image_size": 8, "channels": (4, 4, 4, 4)}, "= 16"),
-        ({"channels": ()}, "`channels` must be a non-empty sequence of positive ints, got ()"),
+        ({"channels": ()}, "`channels` must be a non-empty sequence of positive ints (e.g. [16, 32]), got ()"),
         ({"channels": (16, 0)}, "got (16, 0)"),
         ({"num_classes": 0}, "`num_classes` must be an int >= 1, got 0"),
         ({"hidden": 12.0}, "`hidden` must be an int >= 1, got 12.0"),

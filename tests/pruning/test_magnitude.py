@@ -93,10 +93,23 @@ def test_bf16_weights_are_scored_in_float32() -> None:
 
 
 def test_negative_zero_and_extremes() -> None:
-    w = torch.tensor([-0.0, 0.0, -1e-30, 1e30, -float("inf")])
+    w = torch.tensor([-0.0, 0.0, -1e-30, 1e30, -3e38])
     assert magnitude_mask(w, 0.6).tolist() == [False, False, False, True, True]
     assert magnitude_mask(w, 0.0).all()
     assert not magnitude_mask(w, 1.0).any()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_and_inf_weights_are_refused_naming_the_tensor(bad: float) -> None:
+    a, b = torch.randn(8), torch.randn(6)
+    b[2] = bad
+    with pytest.raises(ValueError, match=r"NaN or Inf .* `weights\[1\]` \(1 of 6\)"):
+        global_magnitude_masks([a, b], 0.5)
+    with pytest.raises(ValueError, match=r"`weight` \(1 of 6\)"):
+        magnitude_mask(b, 0.5)
+    pruned = torch.ones(6, dtype=torch.bool)
+    pruned[2] = False  # an already-pruned NaN is not ranked: nothing to refuse
+    assert not magnitude_mask(b, 0.5, pruned)[2]
 
 
 def test_global_does_not_concatenate(monkeypatch) -> None:
@@ -120,11 +133,11 @@ def test_global_scope_differs_from_layer_scope() -> None:
     ("call", "match"),
     [
         (lambda: global_magnitude_masks([], 0.5), r"`weights` must hold at least one tensor"),
-        (lambda: magnitude_mask(torch.ones(3), 1.5), r"`sparsity` must be in \[0, 1\], got 1.5"),
-        (lambda: magnitude_mask(torch.ones(3), -0.1), r"`sparsity` must be in \[0, 1\], got -0.1"),
+        (lambda: magnitude_mask(torch.ones(3), 1.5), r"`sparsity` must be a number in \[0, 1\], got 1.5"),
+        (lambda: magnitude_mask(torch.ones(3), -0.1), r"`sparsity` must be a number in \[0, 1\], got -0.1"),
         (
             lambda: magnitude_mask(torch.ones(3), 0.5, torch.ones(4, dtype=torch.bool)),
-            r"`current_masks\[0\]` must be a bool tensor of shape \(3,\)",
+            r"`current_mask` must be a bool tensor of shape \(3,\)",
         ),
         (
             lambda: global_magnitude_masks([torch.ones(3)], 0.5, []),

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor, nn
 
+from lightning_compress.core.validation import ArgumentErrors, is_int
 from lightning_compress.pruning.structured.report import check_max_batches
 
 __all__ = ["LossFn", "UnitGate", "default_loss", "gate_importance", "gated", "units_to_keep"]
@@ -52,9 +53,22 @@ class UnitGate:
 
     Attributes:
         values: The gate values, shape ``(units,)``, ones at first; set entries to 0 to remove units.
+
+    Raises:
+        ValueError: If ``consumer`` is not an ``nn.Module``, ``units`` or ``group`` is not an int >= 1, or ``dim`` is
+            not an int.
     """
 
     def __init__(self, consumer: nn.Module, units: int, group: int = 1, dim: int = -1) -> None:
+        errors = ArgumentErrors()
+        if not isinstance(consumer, nn.Module):
+            errors.add(
+                f"`consumer` must be an nn.Module (the layer whose input is gated), got a {type(consumer).__name__}"
+            )
+        errors.int("units", units)
+        errors.int("group", group)
+        errors.require(is_int(dim), "dim", "an int", dim)
+        errors.raise_if_any()
         self.consumer = consumer
         self.units = units
         self.group = group
@@ -164,10 +178,15 @@ def gate_importance(
         Name -> importance, a float32 tensor of shape ``(units,)`` on the CPU (summed over batches).
 
     Raises:
-        ValueError: If ``dataloader`` yields no batches, ``max_batches`` is not a positive int, or the loss is not
-            finite.
+        ValueError: If ``dataloader`` yields no batches, ``max_batches`` is not a positive int, ``gates`` is not a
+            mapping of names to :class:`UnitGate`, ``loss_fn`` is not callable, or the loss is not finite.
     """
     check_max_batches(max_batches)
+    errors = ArgumentErrors()
+    if not isinstance(gates, Mapping) or not all(isinstance(g, UnitGate) for g in gates.values()):
+        errors.add(f"`gates` must map names to UnitGate objects, got {type(gates).__name__}")
+    errors.callable("loss_fn", loss_fn, " (model, batch) -> scalar loss")
+    errors.raise_if_any()
     loss_fn = loss_fn or default_loss
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
@@ -216,10 +235,19 @@ def units_to_keep(scores: Tensor, fraction: float) -> Tensor:
     Returns:
         The kept indices, increasing, a long tensor of shape ``(units - floor(fraction * units),)``.
 
+    Raises:
+        ValueError: If ``fraction`` is not a number in [0, 1), or ``scores`` is not a non-empty 1-D tensor.
+
     Example:
         >>> units_to_keep(torch.tensor([0.3, 0.1, 0.5, 0.2]), 0.5)
         tensor([0, 2])
     """
+    errors = ArgumentErrors()
+    errors.interval("fraction", fraction, 0, 1, "[)", kind="a number ")
+    if not (isinstance(scores, Tensor) and scores.dim() == 1 and scores.numel() > 0):
+        shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+        errors.add(f"`scores` must be a non-empty 1-D tensor (one score per unit), got {shape}")
+    errors.raise_if_any()
     units = scores.numel()
     keep = max(1, units - int(math.floor(fraction * units + 1e-9)))
     order = torch.sort(scores.float(), descending=True, stable=True).indices
