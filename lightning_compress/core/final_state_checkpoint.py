@@ -8,7 +8,8 @@ the trainer (:class:`~lightning_compress.GradualMagnitudePruning`, :class:`~ligh
 :class:`~lightning_compress.OneShotPruning`, :class:`~lightning_compress.QuantizationAwareTraining`) whether its state
 is final when a checkpoint is due; only then may the checkpoint enter the top-k. ``save_last`` and the other saving
 options work as in ``ModelCheckpoint`` (a resume needs the last checkpoint, final or not). Without compression
-callbacks it is a plain ``ModelCheckpoint``.
+callbacks it is a plain ``ModelCheckpoint``; so it is without a ``monitor`` (the latest checkpoint is then the best,
+which is final at the end of a schedule that ends with training).
 
 Example:
     >>> import lightning.pytorch as pl
