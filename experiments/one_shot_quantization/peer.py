@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("row", choices=ROWS)
     parser.add_argument("--quick", action="store_true", help="2 calibration and 2 evaluation windows")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-eval", action="store_true", help="skip the perplexity (timing runs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, tokenizer = protocol.load()
@@ -80,7 +81,7 @@ def main() -> None:
                 max_seq_length=protocol.WINDOW, shuffle_calibration_samples=False, pipeline="sequential")  # fmt: skip
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    ppl = protocol.window_perplexity(model, evaluation)
+    ppl = None if args.no_eval else protocol.window_perplexity(model, evaluation)
     import llmcompressor
 
     print(json.dumps({"who": "llm-compressor " + llmcompressor.__version__, "row": args.row, "perplexity": ppl,

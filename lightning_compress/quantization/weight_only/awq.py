@@ -83,6 +83,39 @@ def awq_candidates(
     return torch.stack(out)
 
 
+def _clip_search(
+    w: Tensor, h: Tensor, grid: Grid, scale: Tensor, zero: Tensor, steps: int = 20, max_shrink: float = 0.5
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per (row, group), the min-max range shrunk by the factor of lowest ``d H_gg d^T``; returns scale, zero and the
+    de-quantized ``w``."""
+    rows, cols = w.shape
+    groups = scale.shape[1]
+    width = cols // groups
+    blocks = torch.stack([h[g * width : (g + 1) * width, g * width : (g + 1) * width] for g in range(groups)])
+    wg = w.reshape(rows, groups, width)
+    best_err = torch.full((rows, groups), float("inf"), device=w.device)
+    best_scale, best_zero = scale.clone(), zero.clone()
+    levels = grid.levels
+    low, high = wg.amin(-1).clamp(max=0.0), wg.amax(-1).clamp(min=0.0)
+    for k in range(int(steps * max_shrink)):
+        c = 1.0 - k / steps
+        if grid.symmetric:
+            s = torch.maximum(-low, high) * c / (levels / 2)
+            z = torch.full_like(s, float(1 << (grid.bits - 1)))
+        else:
+            s = (high - low) * c / levels
+            z = torch.round(-low * c / torch.where(s > 0, s, torch.ones_like(s))).clamp_(0, levels)
+        s = torch.where(s > 0, s, torch.ones_like(s))
+        q = torch.round(wg / s.unsqueeze(-1)).add_(z.unsqueeze(-1)).clamp_(0, levels)
+        d = wg - (q - z.unsqueeze(-1)) * s.unsqueeze(-1)
+        err = torch.einsum("rgi,gij,rgj->rg", d, blocks, d)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_scale, best_zero = torch.where(better, s, best_scale), torch.where(better, z, best_zero)
+    deq = dequantize(quantize(w, best_scale, best_zero, grid.bits), best_scale, best_zero)
+    return best_scale, best_zero, deq
+
+
 @torch.no_grad()
 def awq_quantize(
     weight: Tensor,
@@ -93,6 +126,7 @@ def awq_quantize(
     symmetric: bool = True,
     points: int = 20,
     duo_scaling: bool = True,
+    clip: bool = True,
 ) -> QuantizedWeight:
     """Quantize a Linear weight with AWQ's searched per-input scale.
 
@@ -105,6 +139,8 @@ def awq_quantize(
         symmetric: Symmetric or asymmetric grids.
         points: Ratios searched, >= 1.
         duo_scaling: Divide by the normalised weight magnitude too (llm-compressor's default), or not (the paper's).
+        clip: Then search, for every group of every row, a shrunk range (``1, 0.975, ..., 0.525`` of its min-max)
+            that lowers that group's output error ``d H_gg d^T`` (the original AWQ's clipping search).
 
     Returns:
         A :class:`~lightning_compress.quantization.weight_only.grid.QuantizedWeight` whose ``input_scale`` is the
@@ -146,5 +182,8 @@ def awq_quantize(
             best, best_err = (s, deq, scale, zero), err
     assert best is not None
     s, deq, scale, zero = best
+    if clip:
+        scale, zero, deq = _clip_search(w * s, h / s.unsqueeze(0) / s.unsqueeze(1), grid, scale, zero)
+        deq = deq / s
     identity = bool((s == 1).all())
     return QuantizedWeight(deq.to(weight.dtype), scale, zero, grid, input_scale=None if identity else s)

@@ -94,6 +94,7 @@ def gptq_quantize(
     sparsity: Optional[float] = None,
     n: Optional[int] = None,
     m: Optional[int] = None,
+    static_groups: bool = False,
 ) -> QuantizedWeight:
     """Quantize a Linear weight with GPTQ (optionally pruning it in the same pass), given its input Hessian.
 
@@ -109,6 +110,8 @@ def gptq_quantize(
         sparsity: Joint mode: also prune to this unstructured sparsity (SparseGPT's mask), in [0, 1).
         n: Joint mode: keep ``n`` of every ``m`` consecutive inputs.
         m: N:M group size.
+        static_groups: Set every group's grid from the original weights before the walk (llm-compressor's way;
+            always so with ``act_order``), instead of when the walk reaches the group.
 
     Returns:
         A :class:`~lightning_compress.quantization.weight_only.grid.QuantizedWeight`: the de-quantized weight
@@ -130,6 +133,7 @@ def gptq_quantize(
     errors = ArgumentErrors()
     check_grid(errors, bits, group_size, symmetric)
     errors.bool("act_order", act_order)
+    errors.bool("static_groups", static_groups)
     errors.number("damping", damping, minimum=0)
     errors.int("blocksize", blocksize)
     pattern = sparsity is not None or n is not None or m is not None
@@ -153,19 +157,23 @@ def gptq_quantize(
     if act_order:
         perm = torch.argsort(h.diagonal(), descending=True, stable=True)
         h = h[perm][:, perm]
+    elif static_groups:
+        perm = torch.arange(cols, device=w.device)
     hinv, free = prepare_hessian(h, w, damping)
     del h
     rounding = _GroupRounding(grid, rows, cols, w.device, perm)
     if perm is not None:
         rounding.fix(w)
-        w = w[:, perm]
+        if act_order:
+            w = w[:, perm]
     w[:, free == 0] = 0.0  # inputs that were always zero: their weights never reach the output
     step = rounding.width if perm is None else 1
     if m is not None:
         step = step * m // math.gcd(step, m)
     blocksize = max(step, blocksize // step * step)
     pruned = obs_column_walk(w, hinv, blocksize, sparsity=sparsity, n=n, m=m, free=free, quantize=rounding)
-    if perm is not None:
+    if act_order:
+        assert perm is not None
         inverse = torch.argsort(perm)
         w, pruned = w[:, inverse], pruned[:, inverse]
     mask = ~pruned if pattern else None

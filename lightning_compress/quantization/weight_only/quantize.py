@@ -138,6 +138,7 @@ def one_shot_quantize(
     blocks: Optional[str] = "auto",
     forward_fn: Optional[ForwardFn] = None,
     awq_points: int = 20,
+    static_groups: bool = False,
 ) -> tuple[nn.Module, QuantizationResult]:
     """Quantize the Linear weights of a trained ``model`` in place, in one shot (weights only; activations stay float).
 
@@ -165,6 +166,8 @@ def one_shot_quantize(
         blocks: ``"auto"``, the name of the repeated blocks, or None (one pass); as for ``one_shot_prune``.
         forward_fn: ``forward_fn(model, batch)``; default :func:`~lightning_compress.core.batches.call_on_batch`.
         awq_points: AWQ: ratios searched.
+        static_groups: GPTQ: set every group's grid from the original weights before the walk (llm-compressor's
+            way), rather than when the walk reaches the group (the GPTQ paper's).
 
     Returns:
         ``(model, result)``: the model (its quantized layers hold the de-quantized weights) and a
@@ -192,6 +195,7 @@ def one_shot_quantize(
         calibration_batches, filter_fn, ignore, forward_fn, awq_points,
     )  # fmt: skip
     errors.require(blocks is None or isinstance(blocks, str), "blocks", "'auto', None or a module name", blocks)
+    errors.bool("static_groups", static_groups)
     if method in ("gptq", "awq"):
         if calibration_data is None:
             errors.add(f"`calibration_data` must give calibration batches for method={method!r}, got None")
@@ -229,7 +233,9 @@ def one_shot_quantize(
         began = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            q = _quantize_layer(weight, stats, method, grid, act_order, damping, blocksize, sparsity, n, m, awq_points)
+            q = _quantize_layer(
+                weight, stats, method, grid, act_order, damping, blocksize, sparsity, n, m, awq_points, static_groups
+            )
         for w in caught:
             warnings.warn(f"{fqn}: {w.message}", w.category, stacklevel=4)
         seconds = time.perf_counter() - began
@@ -283,12 +289,13 @@ def _quantize_layer(
     n: Optional[int],
     m: Optional[int],
     awq_points: int,
+    static_groups: bool,
 ) -> QuantizedWeight:
     bits, group_size, symmetric = grid.bits, grid.group_size, grid.symmetric
     if method == "gptq":
         assert stats is not None
         return gptq_quantize(weight, stats.hessian(), bits, group_size, symmetric, act_order, damping, blocksize,
-                             sparsity, n, m)  # fmt: skip
+                             sparsity, n, m, static_groups)  # fmt: skip
     if method == "awq":
         assert stats is not None
         return awq_quantize(weight, stats.hessian(), stats.input_abs_mean(), bits, group_size, symmetric, awq_points)
