@@ -40,6 +40,7 @@ from lightning_compress.cli.train_config import check_monitor, check_train_confi
 from lightning_compress.core.checkpoints import read_state_dict
 from lightning_compress.core.files import atomic_write_text
 from lightning_compress.core.final_state_checkpoint import FinalStateCheckpoint, compression_callbacks
+from lightning_compress.core.safe_targets import check_keys
 from lightning_compress.core.target import compression_target
 
 __all__ = ["CONFIG_DIR", "main", "model_kwargs", "train"]
@@ -167,6 +168,8 @@ def train(cfg: DictConfig) -> float | None:
     """
     start = time.perf_counter()
     check_train_config(cfg)
+    # unpickling and remote code are opt-ins of a Python call, never of a config (a run folder's config is reloaded)
+    check_keys(OmegaConf.to_container(cfg, resolve=False))
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir, _is_multirun())
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)

@@ -362,3 +362,10 @@ def test_wheel_carries_the_configs(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert Path(out.stdout.strip()) == site / "lightning_compress" / "conf"
+
+
+@pytest.mark.parametrize("override", ["+compression.distill.allow_pickle=true", "+model.trust_remote_code=true"])
+def test_unpickling_and_remote_code_are_refused_in_a_config(tmp_path: Path, override: str) -> None:
+    cfg = compose_train(["data=digits", "model=cnn_digits", override, *FAST], tmp_path)
+    with pytest.raises(ValueError, match=r"(allow_pickle|trust_remote_code) = True is not allowed in a file"):
+        train(cfg)
