@@ -1,0 +1,213 @@
+"""ONNX files of float (fp32 / fp16) and INT8 models, through ``torch.export`` and the dynamo ONNX exporter.
+
+An INT8 model of QAT or PTQ (``convert_to_int8``, ``quantize``) is exported as its reference graph: each quantize /
+dequantize step becomes ``QuantizeLinear`` / ``DequantizeLinear`` (uint8 activations per tensor, int8 weights per
+channel), and :func:`~lightning_compress.export.onnx_qdq.place_qdq_for_ort` then places them where ONNX Runtime
+fuses them into integer kernels. Float models are exported as they compute (fp16: a half-precision copy, float
+inputs in fp16). The batch dimension is dynamic, and the sequence dimension of ``(batch, length)`` integer inputs;
+the first output (a model output's ``logits``) is named ``logits``; a dict of inputs keeps its keys as input names,
+a tensor input is named ``input``.
+
+Example:
+    >>> info = save_onnx(int8_model, "model_int8.onnx", torch.randn(2, 1, 28, 28))  # doctest: +SKIP
+    >>> info.kind, info.qdq_rewrites  # doctest: +SKIP
+    ('int8', 1)
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import Tensor, nn
+
+from lightning_compress.core.batches import ExampleInputs
+from lightning_compress.core.files import atomic_write
+from lightning_compress.export.int8_graph import is_int8_graph, reference_graph
+from lightning_compress.quantization.export_inputs import as_args_kwargs, export_error_summary, shrink_inputs
+
+__all__ = ["ONNX_DTYPES", "OnnxExport", "save_onnx"]
+
+ONNX_DTYPES = ("float32", "float16")
+
+
+@dataclass
+class OnnxExport:
+    """What :func:`save_onnx` wrote: the file, ``kind`` (``"int8"``, ``"float32"`` or ``"float16"``), its input
+    names, its size and the Q/DQ rewrites made for ONNX Runtime."""
+
+    path: Path
+    kind: str
+    inputs: list[str]
+    bytes: int
+    qdq_rewrites: int = 0
+
+
+class _FirstOutput(nn.Module):
+    """Calls the model and returns its first output: ``.logits`` of a model output, ``[0]`` of a tuple."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        out = self.inner(*args, **kwargs)
+        if hasattr(out, "logits"):
+            return out.logits
+        if isinstance(out, Mapping):
+            return next(iter(out.values()))
+        if isinstance(out, (tuple, list)):
+            return out[0]
+        return out
+
+
+def _dynamic(args: tuple, kwargs: dict[str, Any]) -> Any:
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
+
+    def spec(value: Any) -> Any:
+        if not isinstance(value, Tensor) or value.dim() == 0:
+            return None
+        if value.dim() == 2 and not value.is_floating_point():
+            return {0: batch, 1: length}
+        return {0: batch}
+
+    shapes: dict[str, Any] = {"args": tuple(spec(a) for a in args)}
+    if kwargs:
+        shapes["kwargs"] = {k: spec(v) for k, v in kwargs.items()}
+    return shapes
+
+
+def _half(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.half() if value.is_floating_point() else value
+    if isinstance(value, Mapping):
+        return {k: _half(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return tuple(_half(v) for v in value)
+    return value
+
+
+def _layer_of(program: Any, message: str) -> str:
+    """The module path of the node an exporter error names (``%wiggle : ...``), or ``""``."""
+    found = re.search(r"%(\w+) : ", message)
+    if program is None or found is None:
+        return ""
+    for node in program.graph.nodes:
+        if node.name == found.group(1):
+            stack = node.meta.get("nn_module_stack") or {}
+            if stack:
+                path, kind = list(stack.values())[-1]
+                kind = kind.rsplit(".", 1)[-1] if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+                return f"{path.replace('L[' + repr('self') + '].', '') or '(top level)'} ({kind})"
+    return ""
+
+
+def _unsupported(err: BaseException, program: Any, fmt: str, name: str) -> ValueError:
+    text = str(err)
+    ops = re.findall(r"op='([\w.]+)', overload='(\w+)'", text)
+    op = f"{ops[0][0]}.{ops[0][1]}" if ops else ""
+    layer = _layer_of(program, text)
+    what = f"the op {op}" if op else "a node"
+    where = f" in {layer}" if layer else ""
+    return ValueError(
+        f"format {fmt!r} cannot hold {what}{where} of {name}: the ONNX exporter has no ONNX function for it"
+        f" ({type(err).__name__}). Replace it with standard torch ops, keep it out of the exported model, or use"
+        " another format"
+        if op
+        else f"format {fmt!r}: the ONNX exporter failed on {name}{where}: {export_error_summary(err)}"
+    )
+
+
+def _rename(graph: Any, old: str, new: str) -> None:
+    """Rename a graph input or output everywhere it is read or written."""
+    for node in graph.node:
+        for names in (node.input, node.output):
+            for i, value in enumerate(names):
+                if value == old:
+                    names[i] = new
+    for value in (*graph.input, *graph.output):
+        if value.name == old:
+            value.name = new
+
+
+def save_onnx(
+    model: nn.Module,
+    path: Union[str, os.PathLike],
+    example_inputs: ExampleInputs,
+    dtype: str = "float32",
+    fmt: str = "onnx",
+) -> OnnxExport:
+    """Export ``model`` to an ONNX file at ``path`` (atomically: a temporary file renamed into place).
+
+    Args:
+        model: A float ``nn.Module`` (eval mode is used, then restored) or an INT8 model of ``convert_to_int8`` /
+            ``quantize`` (a ``FrozenInt8`` or its reference graph).
+        path: The ``.onnx`` file.
+        example_inputs: One batch of inputs (a tensor, a tuple of positional inputs or a dict of keyword inputs).
+        dtype: ``"float32"`` or ``"float16"`` for a float model (an INT8 model is exported as it is).
+        fmt: The format's name, for messages.
+
+    Returns:
+        :class:`OnnxExport`.
+
+    Raises:
+        ValueError: If the model holds an op ONNX cannot express (the message names the op, the layer and the
+            format), or fp16 is asked of an INT8 model.
+        RuntimeError: If ``torch.export`` cannot capture the model (the message names the failing op).
+    """
+    import onnx
+
+    from lightning_compress.export.onnx_qdq import place_qdq_for_ort
+
+    int8 = is_int8_graph(model)
+    if int8 and dtype != "float32":
+        raise ValueError(
+            f"format {fmt!r}: an INT8 model is exported with its int8 weights; fp16 applies to float models"
+        )
+    inner = reference_graph(model) if int8 else model
+    name = type(model).__name__
+    args, kwargs = as_args_kwargs(shrink_inputs(example_inputs))
+    if dtype == "float16":
+        inner = copy.deepcopy(inner).half()
+        args, kwargs = _half(args), _half(kwargs)
+    wrapped = _FirstOutput(inner)
+    was_training = inner.training
+    if not int8:
+        inner.eval()
+    try:
+        try:
+            program = torch.export.export(wrapped, args, kwargs, dynamic_shapes=_dynamic(args, kwargs))
+        except Exception as err:  # torch.export raises many types; all mean "this model cannot be captured"
+            raise RuntimeError(
+                f"format {fmt!r} exports through torch.export, which cannot capture {name}: {export_error_summary(err)}"
+            ) from err
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                onnx_program = torch.onnx.export(program, dynamo=True, verbose=False, optimize=True)
+        except Exception as err:  # ConversionError, DispatchError: an op without an ONNX function
+            raise _unsupported(err, program, fmt, name) from err
+    finally:
+        if not int8:
+            inner.train(was_training)
+    proto = onnx_program.model_proto
+    if proto.graph.output:
+        _rename(proto.graph, proto.graph.output[0].name, "logits")
+    if args and not kwargs:
+        for i, value in enumerate(list(proto.graph.input)):
+            _rename(proto.graph, value.name, "input" if len(proto.graph.input) == 1 else f"input_{i}")
+    rewrites = place_qdq_for_ort(proto) if int8 else 0
+    buffer = io.BytesIO()
+    onnx.save_model(proto, buffer)
+    with atomic_write(path) as f:
+        f.write(buffer.getbuffer())
+    kind = "int8" if int8 else dtype
+    return OnnxExport(Path(path), kind, [i.name for i in proto.graph.input], Path(path).stat().st_size, rewrites)
