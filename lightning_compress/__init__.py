@@ -104,6 +104,11 @@ _EXPORTS: dict[str, str] = {
     # export
     "load_compressed": "export.compressed_format",
     "save_compressed": "export.compressed_format",
+    "ExportCallback": "export.export_callback",
+    "load_onnx": "export.onnx_runtime",
+    "ort_kernels": "export.onnx_qdq",
+    "load_packed": "export.packed_loader",
+    "save_hf_compressed_tensors": "export.hf_compressed_tensors",
     # analysis
     "CompressionReport": "analysis.report",
     "compression_report": "analysis.report",
@@ -178,6 +183,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names abov
     from lightning_compress.distillation.teacher import load_teacher
     from lightning_compress.distillation.teacher_cache import TeacherCache
     from lightning_compress.export.compressed_format import load_compressed, save_compressed
+    from lightning_compress.export.export_callback import ExportCallback
+    from lightning_compress.export.hf_compressed_tensors import save_hf_compressed_tensors
+    from lightning_compress.export.onnx_qdq import ort_kernels
+    from lightning_compress.export.onnx_runtime import load_onnx
+    from lightning_compress.export.packed_loader import load_packed
     from lightning_compress.pruning.gradual_magnitude_pruning import GradualMagnitudePruning
     from lightning_compress.pruning.magnitude import global_magnitude_masks, magnitude_mask, num_to_prune
     from lightning_compress.pruning.one_shot.one_shot_pruning import OneShotPruning

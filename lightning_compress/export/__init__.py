@@ -1,5 +1,29 @@
-"""Files a compressed model is written to: the library's compressed format (bitmask + values, optionally INT8)."""
+"""Files a compressed model is written to: the library's compressed format (bitmask + values, optionally INT8), and
+deployable artifacts other runtimes load (``export``): ONNX (fp32, fp16, INT8 Q/DQ for ONNX Runtime) and Hugging Face
+folders with a compressed-tensors quantization config (transformers, vLLM), with their loaders and the callback that
+exports and evaluates them during training.
+"""
 
 from lightning_compress.export.compressed_format import load_compressed, save_compressed
+from lightning_compress.export.export import FORMATS, ExportResult, export
+from lightning_compress.export.export_callback import ExportCallback
+from lightning_compress.export.hf_compressed_tensors import HFExport, save_hf_compressed_tensors
+from lightning_compress.export.onnx_qdq import OrtKernels, ort_kernels
+from lightning_compress.export.onnx_runtime import OnnxModel, load_onnx
+from lightning_compress.export.packed_loader import load_packed
 
-__all__ = ["load_compressed", "save_compressed"]
+__all__ = [
+    "FORMATS",
+    "ExportCallback",
+    "ExportResult",
+    "HFExport",
+    "OnnxModel",
+    "OrtKernels",
+    "export",
+    "load_compressed",
+    "load_onnx",
+    "load_packed",
+    "ort_kernels",
+    "save_compressed",
+    "save_hf_compressed_tensors",
+]
