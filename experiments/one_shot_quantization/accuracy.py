@@ -31,8 +31,8 @@ from lightning_compress.quantization.weight_only.quantize import one_shot_quanti
 
 RESULTS = os.path.join(HERE, "results.jsonl")
 ROWS = ("dense", "rtn_w4_g64", "awq_w4_g64", "gptq_w4_g64", "rtn_w3_g64", "awq_w3_g64", "gptq_w3_g64",
-        "gptqs_w4_g64", "gptqs_w3_g64", "sparsegpt24_gptq_w4_g64", "sparsegpt_50", "sparsegpt_24", "wanda_50",
-        "wanda_24")  # fmt: skip
+        "gptqs_w4_g64", "gptqs_w3_g64", "gptqr_w4_g64", "gptqr_w3_g64", "sparsegpt24_gptq_w4_g64", "sparsegpt_50",
+        "sparsegpt_24", "wanda_50", "wanda_24")  # fmt: skip
 
 
 def compress(row: str, model: torch.nn.Module, calibration: torch.Tensor) -> str:
@@ -50,6 +50,8 @@ def compress(row: str, model: torch.nn.Module, calibration: torch.Tensor) -> str
         method, rest = rest[0], rest[1:]
     if method == "gptqs":  # GPTQ with static groups (the grids set from the original weights, as the peer does)
         method, joint = "gptq", {**joint, "static_groups": True}
+    if method == "gptqr":  # GPTQ on fixed grids whose ranges are searched against the Hessian (not the peer's minmax)
+        method, joint = "gptq", {**joint, "search_ranges": True}
     bits, group = int(rest[0][1:]), int(rest[1][1:])
     _, result = one_shot_quantize(model, calibration, method=method, bits=bits, group_size=group, symmetric=True,
                                   act_order=False, damping=0.01, blocksize=128,

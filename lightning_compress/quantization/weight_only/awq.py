@@ -41,6 +41,7 @@ from lightning_compress.quantization.weight_only.grid import (
     grid_parameters,
     group_size_problem,
     quantize,
+    searched_grid_parameters,
 )
 
 __all__ = ["awq_candidates", "awq_quantize", "fake_quantize", "output_error"]
@@ -81,39 +82,6 @@ def awq_candidates(
         s = torch.where(torch.isfinite(s), s, torch.ones_like(s))
         out.append(s)
     return torch.stack(out)
-
-
-def _clip_search(
-    w: Tensor, h: Tensor, grid: Grid, scale: Tensor, zero: Tensor, steps: int = 20, max_shrink: float = 0.5
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Per (row, group), the min-max range shrunk by the factor of lowest ``d H_gg d^T``; returns scale, zero and the
-    de-quantized ``w``."""
-    rows, cols = w.shape
-    groups = scale.shape[1]
-    width = cols // groups
-    blocks = torch.stack([h[g * width : (g + 1) * width, g * width : (g + 1) * width] for g in range(groups)])
-    wg = w.reshape(rows, groups, width)
-    best_err = torch.full((rows, groups), float("inf"), device=w.device)
-    best_scale, best_zero = scale.clone(), zero.clone()
-    levels = grid.levels
-    low, high = wg.amin(-1).clamp(max=0.0), wg.amax(-1).clamp(min=0.0)
-    for k in range(int(steps * max_shrink)):
-        c = 1.0 - k / steps
-        if grid.symmetric:
-            s = torch.maximum(-low, high) * c / (levels / 2)
-            z = torch.full_like(s, float(1 << (grid.bits - 1)))
-        else:
-            s = (high - low) * c / levels
-            z = torch.round(-low * c / torch.where(s > 0, s, torch.ones_like(s))).clamp_(0, levels)
-        s = torch.where(s > 0, s, torch.ones_like(s))
-        q = torch.round(wg / s.unsqueeze(-1)).add_(z.unsqueeze(-1)).clamp_(0, levels)
-        d = wg - (q - z.unsqueeze(-1)) * s.unsqueeze(-1)
-        err = torch.einsum("rgi,gij,rgj->rg", d, blocks, d)
-        better = err < best_err
-        best_err = torch.where(better, err, best_err)
-        best_scale, best_zero = torch.where(better, s, best_scale), torch.where(better, z, best_zero)
-    deq = dequantize(quantize(w, best_scale, best_zero, grid.bits), best_scale, best_zero)
-    return best_scale, best_zero, deq
 
 
 @torch.no_grad()
@@ -183,7 +151,8 @@ def awq_quantize(
     assert best is not None
     s, deq, scale, zero = best
     if clip:
-        scale, zero, deq = _clip_search(w * s, h / s.unsqueeze(0) / s.unsqueeze(1), grid, scale, zero)
-        deq = deq / s
+        scaled = w * s
+        scale, zero = searched_grid_parameters(scaled, h / s.unsqueeze(0) / s.unsqueeze(1), bits, group_size, symmetric)
+        deq = dequantize(quantize(scaled, scale, zero, bits), scale, zero) / s
     identity = bool((s == 1).all())
     return QuantizedWeight(deq.to(weight.dtype), scale, zero, grid, input_scale=None if identity else s)

@@ -43,6 +43,7 @@ from lightning_compress.quantization.weight_only.grid import (
     fake_quantize,
     grid_parameters,
     group_size_problem,
+    searched_grid_parameters,
 )
 from lightning_compress.sparsity.pattern import check_sparsity_pattern
 
@@ -62,9 +63,13 @@ class _GroupRounding:
         self._s: Tensor = self.scale[:, 0]
         self._z: Tensor = self.zero[:, 0]
 
-    def fix(self, weight: Tensor) -> None:
-        """Grids from ``weight`` (original column order), for the act-order walk."""
-        self.scale, self.zero = grid_parameters(weight, self.grid.bits, self.grid.group_size, self.grid.symmetric)
+    def fix(self, weight: Tensor, hessian: Optional[Tensor] = None) -> None:
+        """Grids from ``weight`` (original column order) before the walk: min-max, or searched against ``hessian``."""
+        g = self.grid
+        if hessian is None:
+            self.scale, self.zero = grid_parameters(weight, g.bits, g.group_size, g.symmetric)
+        else:
+            self.scale, self.zero = searched_grid_parameters(weight, hessian, g.bits, g.group_size, g.symmetric)
 
     def __call__(self, j: int, column: Tensor, block: Tensor, i: int) -> Tensor:
         if self.group_of is not None:
@@ -95,6 +100,7 @@ def gptq_quantize(
     n: Optional[int] = None,
     m: Optional[int] = None,
     static_groups: bool = False,
+    search_ranges: bool = False,
 ) -> QuantizedWeight:
     """Quantize a Linear weight with GPTQ (optionally pruning it in the same pass), given its input Hessian.
 
@@ -112,6 +118,9 @@ def gptq_quantize(
         m: N:M group size.
         static_groups: Set every group's grid from the original weights before the walk (llm-compressor's way;
             always so with ``act_order``), instead of when the walk reaches the group.
+        search_ranges: With fixed grids, shrink each group's min-max range to the factor whose rounding error
+            ``d H_gg d^T`` is least (:func:`~lightning_compress.quantization.weight_only.grid.searched_grid_parameters`)
+            before the walk; implies ``static_groups``.
 
     Returns:
         A :class:`~lightning_compress.quantization.weight_only.grid.QuantizedWeight`: the de-quantized weight
@@ -134,6 +143,7 @@ def gptq_quantize(
     check_grid(errors, bits, group_size, symmetric)
     errors.bool("act_order", act_order)
     errors.bool("static_groups", static_groups)
+    errors.bool("search_ranges", search_ranges)
     errors.number("damping", damping, minimum=0)
     errors.int("blocksize", blocksize)
     pattern = sparsity is not None or n is not None or m is not None
@@ -157,13 +167,14 @@ def gptq_quantize(
     if act_order:
         perm = torch.argsort(h.diagonal(), descending=True, stable=True)
         h = h[perm][:, perm]
-    elif static_groups:
+    elif static_groups or search_ranges:
         perm = torch.arange(cols, device=w.device)
+    original_h = hessian.detach().to(w.device, torch.float32) if search_ranges else None
     hinv, free = prepare_hessian(h, w, damping)
     del h
     rounding = _GroupRounding(grid, rows, cols, w.device, perm)
     if perm is not None:
-        rounding.fix(w)
+        rounding.fix(w, original_h)
         if act_order:
             w = w[:, perm]
     w[:, free == 0] = 0.0  # inputs that were always zero: their weights never reach the output

@@ -139,6 +139,7 @@ def one_shot_quantize(
     forward_fn: Optional[ForwardFn] = None,
     awq_points: int = 20,
     static_groups: bool = False,
+    search_ranges: bool = False,
 ) -> tuple[nn.Module, QuantizationResult]:
     """Quantize the Linear weights of a trained ``model`` in place, in one shot (weights only; activations stay float).
 
@@ -168,6 +169,8 @@ def one_shot_quantize(
         awq_points: AWQ: ratios searched.
         static_groups: GPTQ: set every group's grid from the original weights before the walk (llm-compressor's
             way), rather than when the walk reaches the group (the GPTQ paper's).
+        search_ranges: GPTQ: fixed grids whose ranges are searched against the input Hessian (an input-weighted
+            MSE observer) instead of min-max.
 
     Returns:
         ``(model, result)``: the model (its quantized layers hold the de-quantized weights) and a
@@ -195,7 +198,7 @@ def one_shot_quantize(
         calibration_batches, filter_fn, ignore, forward_fn, awq_points,
     )  # fmt: skip
     errors.require(blocks is None or isinstance(blocks, str), "blocks", "'auto', None or a module name", blocks)
-    errors.bool("static_groups", static_groups)
+    errors.bools(static_groups=static_groups, search_ranges=search_ranges)
     if method in ("gptq", "awq"):
         if calibration_data is None:
             errors.add(f"`calibration_data` must give calibration batches for method={method!r}, got None")
@@ -234,7 +237,19 @@ def one_shot_quantize(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             q = _quantize_layer(
-                weight, stats, method, grid, act_order, damping, blocksize, sparsity, n, m, awq_points, static_groups
+                weight,
+                stats,
+                method,
+                grid,
+                act_order,
+                damping,
+                blocksize,
+                sparsity,
+                n,
+                m,
+                awq_points,
+                static_groups,
+                search_ranges,
             )
         for w in caught:
             warnings.warn(f"{fqn}: {w.message}", w.category, stacklevel=4)
@@ -290,12 +305,13 @@ def _quantize_layer(
     m: Optional[int],
     awq_points: int,
     static_groups: bool,
+    search_ranges: bool,
 ) -> QuantizedWeight:
     bits, group_size, symmetric = grid.bits, grid.group_size, grid.symmetric
     if method == "gptq":
         assert stats is not None
         return gptq_quantize(weight, stats.hessian(), bits, group_size, symmetric, act_order, damping, blocksize,
-                             sparsity, n, m, static_groups)  # fmt: skip
+                             sparsity, n, m, static_groups, search_ranges)  # fmt: skip
     if method == "awq":
         assert stats is not None
         return awq_quantize(weight, stats.hessian(), stats.input_abs_mean(), bits, group_size, symmetric, awq_points)
