@@ -1,4 +1,6 @@
-"""The same masks and weights on every rank: rank 0's, broadcast in one collective each.
+"""Collectives of the masking core: the same masks and weights on every rank under DDP (rank 0's, broadcast in one
+collective each), and, for weights sharded across ranks (:mod:`~lightning_compress.core.sharding`), every shard's part
+of a tensor gathered to one rank (a checkpoint holds whole masks) and each shard's offset into a whole tensor.
 
 Masks go packed to 1 bit per weight, so that every replica prunes the same weights even where their float values
 differ in the last bit. Without an initialised process group of more than one rank every function returns its input
@@ -12,13 +14,22 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
-from lightning_compress.core.masks import pack_mask, unpack_mask
+from lightning_compress.core.bit_packing import pack_mask, unpack_mask
+from lightning_compress.core.sharding import ShardLayout
 
-__all__ = ["broadcast_masks", "broadcast_tensors_", "is_distributed"]
+__all__ = [
+    "broadcast_masks",
+    "broadcast_tensors_",
+    "gather_packed_masks",
+    "gather_to_first",
+    "is_distributed",
+    "shard_offsets",
+]
 
 
 def is_distributed() -> bool:
@@ -64,3 +75,81 @@ def broadcast_tensors_(tensors: Sequence[Tensor]) -> None:
         return
     for tensor in tensors:
         torch.distributed.broadcast(tensor.data, src=0)
+
+
+def gather_to_first(pieces: Sequence[Tensor], group: Any) -> Optional[list[list[Tensor]]]:
+    """Every rank of ``group`` sends its ``pieces`` to the group's first rank, in two collectives (the lengths, then one
+    padded payload).
+
+    Args:
+        pieces: 1-D tensors of one dtype and device, any lengths (the same count on every rank).
+        group: The process group (its rank order is the shards' coordinate order).
+
+    Returns:
+        On the group's first rank, for each piece index, every rank's piece in group-rank order; None elsewhere.
+    """
+    dist = torch.distributed
+    size, me = dist.get_world_size(group), dist.get_rank(group)
+    device, dtype = pieces[0].device, pieces[0].dtype
+    lengths = torch.tensor([p.numel() for p in pieces], dtype=torch.int64, device=device)
+    table = [torch.empty_like(lengths) for _ in range(size)]
+    dist.all_gather(table, lengths, group=group)
+    totals = [int(t.sum()) for t in table]
+    payload = torch.zeros(max(max(totals), 1), dtype=dtype, device=device)
+    if totals[me]:
+        torch.cat([p.reshape(-1) for p in pieces], out=payload[: totals[me]])
+    received = [torch.empty_like(payload) for _ in range(size)] if me == 0 else None
+    dist.gather(payload, received, dst=dist.get_global_rank(group, 0), group=group)
+    if received is None:
+        return None
+    out: list[list[Tensor]] = [[] for _ in pieces]
+    for data, sizes in zip(received, table):
+        for i, part in enumerate(torch.split(data[: int(sizes.sum())], sizes.tolist())):
+            out[i].append(part)
+    return out
+
+
+def gather_packed_masks(masks: Sequence[Tensor], layouts: Sequence[ShardLayout], group: Any) -> Optional[list[Tensor]]:
+    """The whole masks of sharded weights, packed (:func:`~lightning_compress.core.bit_packing.pack_mask` of the
+    whole tensor), on the first rank of ``group``: each rank packs its shards, one gather brings them together
+    (``numel / 8`` bytes in all), and the pieces are joined in row order. Where a shard's size is not a multiple of 8
+    bits, that tensor is unpacked and packed again on the receiving rank (one tensor's bool mask at a time).
+
+    Args:
+        masks: The local masks (bool), one per layout.
+        layouts: Where each shard sits (:func:`~lightning_compress.core.sharding.shard_layouts`).
+        group: Their process group.
+
+    Returns:
+        The packed whole masks on the group's first rank; None on the others.
+    """
+    gathered = gather_to_first([pack_mask(m) for m in masks], group)
+    if gathered is None:
+        return None
+    out = []
+    for pieces, layout in zip(gathered, layouts):
+        numels = [layout.shard_numel(c) for c in range(layout.shards)]
+        if all(n % 8 == 0 for n in numels[:-1]):
+            out.append(torch.cat(pieces).cpu())
+        else:
+            bits = torch.cat([unpack_mask(p, (n,)) for p, n in zip(pieces, numels)])
+            out.append(pack_mask(bits).cpu())
+    return out
+
+
+def shard_offsets(counts: Sequence[int], group: Any, device: Any = "cpu") -> list[int]:
+    """For per-tensor counts of something in each rank's shard (pruned positions, say), where this rank's part starts
+    in the whole tensor's sequence of them: the sum of the counts of the ranks before it (one all-gather).
+
+    Example:
+        >>> shard_offsets([3, 4], None)
+        [0, 0]
+    """
+    if group is None:
+        return [0] * len(counts)
+    dist = torch.distributed
+    mine = torch.tensor(list(counts), dtype=torch.int64, device=device)
+    table = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(table, mine, group=group)
+    before = table[: dist.get_rank(group)]
+    return torch.stack(before).sum(0).tolist() if before else [0] * len(counts)

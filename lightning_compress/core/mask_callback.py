@@ -27,12 +27,14 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 import lightning.pytorch as pl
+import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from typing_extensions import override
 
 from lightning_compress.core.compression_callback import CompressionCallback
 from lightning_compress.core.masks import ParameterMasks
+from lightning_compress.core.sharding import all_reduce_, check_strategy
 from lightning_compress.core.target import schedule_step
 from lightning_compress.core.validation import check_finite
 
@@ -87,17 +89,37 @@ class MaskingCallback(CompressionCallback):
         return dict(self._skipped)
 
     def _check_finite(self, tensors: list[Tensor], when: str) -> None:
-        """Refuse NaN / Inf values in ``tensors`` (one per masked weight), e.g. those a mask update ranks.
+        """Refuse NaN / Inf values in ``tensors`` (one per masked weight, local shards when sharded), e.g. those a mask
+        update ranks. With sharded weights every rank raises when any rank finds one (one all-reduce of a flag), so
+        that no rank is left waiting in a collective.
 
         Args:
             tensors: One per masked weight, in the masks' order.
             when: What was about to happen (``"mask update at step 40"``), for the message.
 
         Raises:
-            ValueError: Naming every such weight.
+            ValueError: Naming every such weight (on the ranks whose shards hold them; the others say so).
         """
-        assert self._masks is not None
-        check_finite(dict(zip(self._masks.names, tensors)), f"{type(self).__name__}'s {when}")
+        masks = self._masks
+        assert masks is not None
+        before = f"{type(self).__name__}'s {when}"
+        if masks.group is None:
+            check_finite(dict(zip(masks.names, tensors)), before)
+            return
+        error: Optional[ValueError] = None
+        try:
+            check_finite(dict(zip(masks.names, tensors)), before)
+        except ValueError as err:
+            error = err
+        flag = torch.tensor([0 if error is None else 1], device=masks.masks[0].device)
+        if int(all_reduce_(flag, masks.group)) == 0:
+            return
+        if error is not None:
+            raise error
+        raise ValueError(
+            f"refusing {before}: another rank's shards of the masked weights hold NaN or Inf values (its error names"
+            " them). The model diverged or was loaded from a damaged file"
+        )
 
     def _holds(self, params: Mapping[str, nn.Parameter]) -> bool:
         """Whether the current masks are on exactly these parameter objects, in this order."""
@@ -106,17 +128,21 @@ class MaskingCallback(CompressionCallback):
     def _use(self, params: Mapping[str, nn.Parameter]) -> ParameterMasks:
         """The masks for ``params``: the current ones if they are on these parameters, else new all-True masks."""
         if self._masks is None or not self._holds(params):
-            self._masks = ParameterMasks(params)
+            self._masks = ParameterMasks(params, who=type(self).__name__)
             self._last_update_step = -1
             self._reset_schedule()
         return self._masks
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        check_strategy(trainer, type(self).__name__)
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         masks = self._use(self._select(trainer, pl_module))
         if self._pending_state is not None:
             self._load_pending()
-        self._check_finite(masks.params, "masking (fit start)")
+        self._check_finite(masks.local_params, "masking (fit start)")
         self._attach(trainer)
 
     @override

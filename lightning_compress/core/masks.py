@@ -1,11 +1,12 @@
 """The masking core: explicit boolean masks applied in place to weights and their gradients.
 
-A :class:`ParameterMasks` holds one bool mask (True = kept) per parameter, 1 byte per weight and no copy of any weight.
-Gradients of pruned weights are zeroed before each optimizer step (a callback's ``on_before_optimizer_step``, which
-Lightning calls before gradient clipping) and the weights re-zeroed right after it (an optimizer step post-hook, which
-fires once per real step of every optimizer, in automatic and manual optimisation), so momentum, weight decay and Adam
-state never bring a pruned weight back. Several ``ParameterMasks`` on one weight apply one after the other: a logical
-AND.
+A :class:`ParameterMasks` holds one bool mask (True = kept) per parameter, 1 byte per weight and no copy of any weight:
+all masks on one device are views of one flat buffer, so that a mask update (a global magnitude threshold, say) can
+write every mask with one operation. Gradients of pruned weights are zeroed before each optimizer step (a callback's
+``on_before_optimizer_step``, which Lightning calls before gradient clipping) and the weights re-zeroed right after it
+(an optimizer step post-hook, which fires once per real step of every optimizer, in automatic and manual
+optimisation), so momentum, weight decay and Adam state never bring a pruned weight back. Several ``ParameterMasks``
+on one weight apply one after the other: a logical AND.
 
 The re-zeroing pass costs as much memory traffic as the gradient pass (``experiments/gmp_vs_modelpruning/README.md``
 gives the cost on an MLP step). For the element-wise optimizers of ``torch.optim`` (SGD, Adam, AdamW, ...; exact types,
@@ -18,8 +19,17 @@ re-zeroes the weights *and* zeroes the per-element optimizer state of the pruned
 On CPU, ``weight.mul_(bool_mask)`` would allocate a float copy of the mask on every call (TensorIterator casts CPU
 inputs through temporaries), and the bool -> float cast itself is several times slower than a uint8 -> float cast (the
 measurements are in ``experiments/gmp_vs_modelpruning/README.md``); the masks are therefore applied in chunks: each
-chunk of the mask, read as uint8, is cast into a small scratch buffer (at most 2 MiB, allocated per call) and multiplied
-in. On other devices the kernels cast on the fly and one ``torch._foreach_mul_`` does it all.
+chunk of the mask, read as uint8, is cast into a scratch buffer (at most 2 MiB per dtype, kept between calls, so the
+steps allocate nothing) and multiplied in. On other devices the kernels cast on the fly and one ``torch._foreach_mul_``
+does it all.
+
+Weights sharded across ranks (FSDP2 ``DTensor`` s, :mod:`~lightning_compress.core.sharding`) get one mask per local
+shard (``masks`` have the local shapes), applied to the local shards of the weights, gradients and optimizer state in
+the same passes; nothing whole is ever materialised. Counts (:meth:`ParameterMasks.num_pruned`, :meth:`sparsity`) are
+of the whole tensors: they are summed over the shards when the masks change, so that :meth:`set_masks`,
+:meth:`mark_changed`, :meth:`state_dict` and :meth:`load_state_dict` are collectives there (every rank calls them). A
+state dict holds the whole masks, packed, on the first rank of the shards' group (the one Lightning saves), so it loads
+into any sharding, or none.
 
 Example:
     >>> lin = torch.nn.Linear(4, 2)
@@ -40,83 +50,28 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
+from lightning_compress.core.bit_packing import pack_mask, unpack_mask, unpack_mask_range
+from lightning_compress.core.distributed import gather_packed_masks
+from lightning_compress.core.sharding import ShardLayout, all_reduce_, common_group, local_tensor, shard_layouts
+
 __all__ = ["ParameterMasks", "pack_mask", "torch_optimizer", "unpack_mask"]
 
 _CHUNK = 1 << 19  # elements per CPU chunk: a 2 MiB fp32 scratch buffer (see experiments/gmp_vs_modelpruning)
-_SHIFTS = tuple(range(8))
-
-
-def pack_mask(mask: Tensor) -> Tensor:
-    """Pack a bool mask into bits, 8 per byte, little-endian within a byte (like ``numpy.packbits(bitorder="little")``).
-
-    Args:
-        mask: A bool tensor of any shape, ``numel`` elements.
-
-    Returns:
-        A uint8 tensor of shape ``(ceil(numel / 8),)`` on ``mask``'s device.
-
-    Raises:
-        TypeError: If ``mask`` is not a bool tensor.
-
-    Example:
-        >>> pack_mask(torch.tensor([True, False, True, True, False, False, False, False, True]))
-        tensor([13,  1], dtype=torch.uint8)
-    """
-    if not isinstance(mask, Tensor):
-        raise TypeError(f"`mask` must be a bool tensor, got a {type(mask).__name__}")
-    if mask.dtype != torch.bool:
-        raise TypeError(f"`mask` must be a bool tensor, got {mask.dtype}")
-    flat = mask.reshape(-1).to(torch.uint8)
-    pad = (-flat.numel()) % 8
-    if pad:
-        flat = torch.cat([flat, flat.new_zeros(pad)])
-    bits = flat.view(-1, 8)
-    packed = bits[:, 0].clone()
-    for i in _SHIFTS[1:]:
-        packed |= bits[:, i] << i
-    return packed
-
-
-def unpack_mask(packed: Tensor, shape: Union[torch.Size, Sequence[int]]) -> Tensor:
-    """Inverse of :func:`pack_mask`.
-
-    Args:
-        packed: uint8 tensor of shape ``(ceil(numel / 8),)``.
-        shape: The shape of the mask, ``numel`` elements.
-
-    Returns:
-        A bool tensor of ``shape`` on ``packed``'s device.
-
-    Raises:
-        ValueError: If ``packed`` is not uint8 or its size does not fit ``shape``.
-
-    Example:
-        >>> unpack_mask(torch.tensor([13, 1], dtype=torch.uint8), (9,)).int().tolist()
-        [1, 0, 1, 1, 0, 0, 0, 0, 1]
-    """
-    shape = torch.Size(shape)
-    numel = shape.numel()
-    if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != (numel + 7) // 8:
-        raise ValueError(
-            f"`packed` must be a 1-D uint8 tensor of {(numel + 7) // 8} bytes for shape {tuple(shape)},"
-            f" got {packed.dtype} of shape {tuple(packed.shape)}"
-        )
-    shifts = torch.tensor(_SHIFTS, dtype=torch.uint8, device=packed.device)
-    bits = (packed.unsqueeze(1) >> shifts) & 1
-    return bits.reshape(-1)[:numel].to(torch.bool).view(shape)
 
 
 class ParameterMasks:
     """Bool masks for named parameters, applied in place to the weights and their gradients.
 
     Args:
-        params: Named parameters to mask, in a fixed order (the order of the foreach lists and of tie-breaking).
-        masks: Optional initial masks by name (bool, same shapes); all True when left out.
+        params: Named parameters to mask, in a fixed order (the order of the foreach lists and of tie-breaking);
+            plain tensors, or FSDP2 ``DTensor`` shards (see the module docstring).
+        masks: Optional initial masks by name (bool, the local shapes); all True when left out.
+        who: What holds the masks (a callback's name), for the messages about sharded weights.
 
     Raises:
         TypeError: If ``params`` is not a mapping of names to tensors (a list of parameters has no names).
-        ValueError: If ``params`` is empty, a parameter is on the ``meta`` device, or a mask does not match its
-            parameter.
+        ValueError: If ``params`` is empty, a parameter is on the ``meta`` device or sharded in a way masks cannot
+            follow (:func:`~lightning_compress.core.sharding.shard_layouts`), or a mask does not match its parameter.
 
     Example:
         >>> net = torch.nn.Linear(3, 1, bias=False)
@@ -127,7 +82,9 @@ class ParameterMasks:
         >>> masks.detach()
     """
 
-    def __init__(self, params: Mapping[str, nn.Parameter], masks: Optional[Mapping[str, Tensor]] = None) -> None:
+    def __init__(
+        self, params: Mapping[str, nn.Parameter], masks: Optional[Mapping[str, Tensor]] = None, who: str = "masking"
+    ) -> None:
         if not isinstance(params, Mapping):
             raise TypeError(
                 f"`params` must map names to parameters (e.g. dict(model.named_parameters()) or"
@@ -146,11 +103,26 @@ class ParameterMasks:
             )
         self._names: list[str] = list(params)
         self._params: list[nn.Parameter] = [params[n] for n in self._names]
-        self._masks: list[Tensor] = [torch.ones(p.shape, dtype=torch.bool, device=p.device) for p in self._params]
+        self._layouts: list[ShardLayout] = shard_layouts(params, who)
+        self.group: Any = common_group(self._layouts, who)  # the shards' process group; None when not sharded
+        locals_ = [local_tensor(p) for p in self._params]
+        self._buffers: dict[torch.device, Tensor] = {}
+        self._offsets: list[int] = []
+        sizes: dict[torch.device, int] = {}
+        for t in locals_:
+            self._offsets.append(sizes.get(t.device, 0))
+            sizes[t.device] = self._offsets[-1] + t.numel()
+        for device, size in sizes.items():
+            self._buffers[device] = torch.ones(size, dtype=torch.bool, device=device)
+        self._masks: list[Tensor] = [
+            self._buffers[t.device].narrow(0, off, t.numel()).view(t.shape) for t, off in zip(locals_, self._offsets)
+        ]
         self._flat: list[Tensor] = [m.view(-1).view(torch.uint8) for m in self._masks]  # views, for the CPU path
+        self._scratch: dict[torch.dtype, Tensor] = {}  # CPU chunk buffers, kept between calls
         self._handles: list[RemovableHandle] = []
         self._subsets: dict[int, tuple[tuple[int, ...], list[int]]] = {}
-        self._has_pruned: list[bool] = [False] * len(self._params)
+        self._has_pruned: list[bool] = [False] * len(self._params)  # of the local shard
+        self._pruned: list[int] = [0] * len(self._params)  # pruned positions of the whole tensor
         self._always: set[int] = set()  # ids of optimizers re-zeroed after every step
         self._dirty: set[int] = set()  # ids of optimizers to re-zero (and clear state for) after their next step
         if masks is not None:
@@ -177,20 +149,41 @@ class ParameterMasks:
 
     @property
     def params(self) -> list[nn.Parameter]:
-        """The masked parameters, in order."""
+        """The masked parameters, in order (``DTensor`` s when sharded)."""
         return list(self._params)
 
     @property
+    def local_params(self) -> list[Tensor]:
+        """The parts of the parameters this rank holds, in order: the parameters themselves unless sharded, else their
+        local shards (no copies; in-place changes reach the parameters)."""
+        if self.group is None:
+            return list(self._params)
+        return [local_tensor(p) for p in self._params]
+
+    @property
     def masks(self) -> list[Tensor]:
-        """The bool masks, in order (the live tensors)."""
+        """The bool masks, in order (the live tensors, of the local shapes)."""
         return list(self._masks)
+
+    @property
+    def layouts(self) -> list[ShardLayout]:
+        """Where each local shard sits in its whole parameter."""
+        return list(self._layouts)
+
+    def flat_buffer(self) -> Optional[tuple[Tensor, list[int]]]:
+        """The one flat bool buffer every mask is a view of, and each mask's offset in it, when all are on one device
+        (None otherwise). Writing into it changes the masks; call :meth:`mark_changed` afterwards."""
+        if len(self._buffers) != 1:
+            return None
+        return next(iter(self._buffers.values())), list(self._offsets)
 
     def set_masks(self, masks: Union[Mapping[str, Tensor], Sequence[Tensor]]) -> None:
         """Overwrite masks in place (by name, or a sequence in order); weights are not touched until the next apply.
+        A collective when the parameters are sharded.
 
         Raises:
             KeyError: If a name is not masked here.
-            ValueError: If a mask is not a bool tensor of its parameter's shape.
+            ValueError: If a mask is not a bool tensor of its parameter's (local) shape.
         """
         items = masks.items() if isinstance(masks, Mapping) else zip(self._names, masks)
         for name, mask in items:
@@ -207,23 +200,39 @@ class ParameterMasks:
             target.copy_(mask)
         self._mark_dirty()
 
+    def mark_changed(self, counts: Optional[Sequence[int]] = None) -> None:
+        """After the masks were written in place (through :meth:`flat_buffer`): recount them and re-zero the weights'
+        optimizer state after the next steps. A collective when the parameters are sharded.
+
+        Args:
+            counts: The local pruned count of each mask, when the writer knows them (saves a pass).
+        """
+        self._mark_dirty(counts)
+
     # --------------------------------------------------------------------------------------------------- apply
     @torch.no_grad()
     def apply_to_weights(self, optimizer: Optional[Optimizer] = None) -> None:
         """Zero the pruned weights in place (of ``optimizer``'s parameters only, when given)."""
-        params, masks, flat = self._select(optimizer)
-        _masked_mul_(params, masks, flat)
+        active = self._active(optimizer)
+        if not active:
+            return
+        params = self._params if self.group is None else self.local_params
+        _masked_mul_([params[i] for i in active], [self._masks[i] for i in active], [self._flat[i] for i in active],
+                     self._scratch)  # fmt: skip
 
     @torch.no_grad()
     def apply_to_grads(self, optimizer: Optional[Optimizer] = None) -> None:
         """Zero the gradients of pruned weights in place (of ``optimizer``'s parameters only, when given)."""
-        params, masks, flat = self._select(optimizer)
-        if all(p.grad is not None for p in params):
-            _masked_mul_([p.grad for p in params], masks, flat)  # type: ignore[misc]
+        active = self._active(optimizer)
+        params = self._params
+        keep = [i for i in active if params[i].grad is not None]
+        if not keep:
             return
-        keep = [i for i, p in enumerate(params) if p.grad is not None]
-        grads = [params[i].grad for i in keep]
-        _masked_mul_(grads, [masks[i] for i in keep], [flat[i] for i in keep])  # type: ignore[arg-type]
+        if self.group is None:
+            grads = [params[i].grad for i in keep]
+        else:
+            grads = [local_tensor(params[i].grad) for i in keep]  # type: ignore[arg-type]
+        _masked_mul_(grads, [self._masks[i] for i in keep], [self._flat[i] for i in keep], self._scratch)  # type: ignore[arg-type]
 
     # --------------------------------------------------------------------------------------------------- hooks
     def attach(self, optimizers: Iterable[Optimizer], always: bool = False) -> list[RemovableHandle]:
@@ -261,17 +270,20 @@ class ParameterMasks:
     def zero_optimizer_state(self, optimizer: Optimizer) -> None:
         """Zero the per-element optimizer state (momentum, Adam moments, ...) of the pruned positions.
 
-        Every state tensor of a masked parameter's shape is multiplied by the mask; scalars (``step``) are left alone.
+        Every state tensor of a masked parameter's shape is multiplied by the mask (its local shard when sharded);
+        scalars (``step``) are left alone.
         """
         optimizer = torch_optimizer(optimizer)
-        params, masks, flat = self._select(optimizer)
-        triples = [
-            (value, m, f)
-            for p, m, f in zip(params, masks, flat)
-            for value in optimizer.state.get(p, {}).values()
-            if isinstance(value, Tensor) and value.shape == m.shape and value.is_floating_point()
-        ]
-        _masked_mul_([v for v, _, _ in triples], [m for _, m, _ in triples], [f for _, _, f in triples])
+        triples = []
+        for i in self._active(optimizer):
+            p, m = self._params[i], self._masks[i]
+            for value in optimizer.state.get(p, {}).values():
+                if not isinstance(value, Tensor) or value.shape != p.shape:
+                    continue
+                value = local_tensor(value)
+                if value.shape == m.shape and value.is_floating_point():
+                    triples.append((value, m, self._flat[i]))
+        _masked_mul_([v for v, _, _ in triples], [m for _, m, _ in triples], [f for _, _, f in triples], self._scratch)
 
     def _post_step_hook(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
         key = id(optimizer)
@@ -282,17 +294,24 @@ class ParameterMasks:
             self.zero_optimizer_state(optimizer)
             self._dirty.discard(key)
 
-    def _mark_dirty(self) -> None:
-        """Masks changed: note which have a pruned position, and re-zero (and clear state) after the next steps."""
-        self._has_pruned = [not bool(m.all()) for m in self._masks]
+    def _mark_dirty(self, counts: Optional[Sequence[int]] = None) -> None:
+        """Masks changed: count their pruned positions (summed over the shards), note which local masks have one, and
+        re-zero (and clear state) after the next steps."""
+        if counts is None:
+            counts = [int(m.numel() - m.count_nonzero()) for m in self._masks]
+        self._has_pruned = [c > 0 for c in counts]
+        if self.group is not None:
+            device = self._masks[0].device
+            counts = all_reduce_(torch.tensor(list(counts), dtype=torch.int64, device=device), self.group).tolist()
+        self._pruned = list(counts)
         self._dirty.update(self._subsets)
 
-    def _select(self, optimizer: Optional[Optimizer]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        """The parameter, mask and flat-mask lists to work on: ``optimizer``'s parameters (all when None) that have a
-        pruned position; an all-True mask changes nothing and is skipped."""
+    def _active(self, optimizer: Optional[Optimizer]) -> list[int]:
+        """Indices of ``optimizer``'s parameters (all when None) whose local mask prunes something; an all-True mask
+        changes nothing and is skipped."""
         indices = range(len(self._params)) if optimizer is None else self._subset(torch_optimizer(optimizer))[1]
-        active = [i for i in indices if self._has_pruned[i]]
-        return [self._params[i] for i in active], [self._masks[i] for i in active], [self._flat[i] for i in active]
+        has = self._has_pruned
+        return [i for i in indices if has[i]]
 
     def _subset(self, optimizer: Optimizer) -> tuple[tuple[int, ...], list[int]]:
         """Indices of the masked parameters that ``optimizer`` updates, cached until its parameter groups change."""
@@ -306,43 +325,59 @@ class ParameterMasks:
 
     # ------------------------------------------------------------------------------------------------ sparsity
     def num_pruned(self) -> dict[str, int]:
-        """Pruned (False) positions per parameter name."""
-        return {n: int(m.numel() - m.count_nonzero()) for n, m in zip(self._names, self._masks)}
+        """Pruned (False) positions per parameter name, of the whole tensors (all shards)."""
+        return dict(zip(self._names, self._pruned))
 
     def sparsity(self) -> float:
         """Fraction of all masked weights that are pruned."""
-        total = sum(m.numel() for m in self._masks)
-        return sum(self.num_pruned().values()) / total
+        total = sum(layout.global_numel for layout in self._layouts)
+        return sum(self._pruned) / total if total else 0.0
 
     def layer_sparsity(self) -> dict[str, float]:
         """Fraction pruned, per parameter name."""
-        return {n: c / m.numel() for (n, c), m in zip(self.num_pruned().items(), self._masks)}
+        return {
+            n: c / layout.global_numel if layout.global_numel else 0.0
+            for n, c, layout in zip(self._names, self._pruned, self._layouts)
+        }
 
     # ---------------------------------------------------------------------------------------------- state dict
     def state_dict(self) -> dict[str, Any]:
-        """Packed masks (1 bit per weight) and their shapes, by name."""
-        return {
-            "masks": {n: pack_mask(m).cpu() for n, m in zip(self._names, self._masks)},
-            "shapes": {n: list(m.shape) for n, m in zip(self._names, self._masks)},
-        }
+        """Packed masks (1 bit per weight) and their shapes, by name: the whole masks (a collective when sharded:
+        gathered to the first rank of the shards' group; the other ranks get no ``masks``)."""
+        shapes = {n: list(layout.global_shape) for n, layout in zip(self._names, self._layouts)}
+        if self.group is None:
+            return {"masks": {n: pack_mask(m).cpu() for n, m in zip(self._names, self._masks)}, "shapes": shapes}
+        packed = gather_packed_masks(self._masks, self._layouts, self.group)
+        return {"masks": dict(zip(self._names, packed)) if packed is not None else {}, "shapes": shapes}
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
-        """Restore masks saved by :meth:`state_dict`.
+        """Restore masks saved by :meth:`state_dict` (each shard takes its rows of the whole masks; a collective when
+        sharded).
 
         Raises:
             KeyError: If ``strict`` and the saved names differ from the masked ones.
-            ValueError: If a saved shape differs from its parameter's.
+            ValueError: If a saved shape differs from its parameter's, or a packed mask has another size.
         """
         packed, shapes = state_dict.get("masks", {}), state_dict.get("shapes", {})
         if strict and set(packed) != set(self._names):
             raise KeyError(f"saved masks are for {sorted(packed)}, but this ParameterMasks masks {sorted(self._names)}")
-        for name, mask in zip(self._names, self._masks):
+        for name, mask, layout in zip(self._names, self._masks, self._layouts):
             if name not in packed:
                 continue
-            shape = torch.Size(shapes.get(name, mask.shape))
-            if shape != mask.shape:
-                raise ValueError(f"saved mask for {name!r} has shape {tuple(shape)}, the parameter {tuple(mask.shape)}")
-            mask.copy_(unpack_mask(packed[name].to(mask.device), shape))
+            shape = torch.Size(shapes.get(name, layout.global_shape))
+            if shape != layout.global_shape:
+                raise ValueError(
+                    f"saved mask for {name!r} has shape {tuple(shape)}, the parameter {tuple(layout.global_shape)}"
+                )
+            if not layout.sharded:
+                mask.copy_(unpack_mask(packed[name].to(mask.device), shape))
+                continue
+            if packed[name].numel() != (shape.numel() + 7) // 8:
+                raise ValueError(
+                    f"saved mask for {name!r} has {packed[name].numel()} bytes, not {(shape.numel() + 7) // 8}"
+                )
+            start = layout.flat_start
+            mask.view(-1).copy_(unpack_mask_range(packed[name], start, start + mask.numel()).to(mask.device))
         self._mark_dirty()
 
     def __repr__(self) -> str:
@@ -369,7 +404,10 @@ def torch_optimizer(optimizer: Any) -> Optimizer:
 
 
 def _masked_mul_(
-    tensors: Sequence[Tensor], masks: Sequence[Tensor], flat_masks: Optional[Sequence[Tensor]] = None
+    tensors: Sequence[Tensor],
+    masks: Sequence[Tensor],
+    flat_masks: Optional[Sequence[Tensor]] = None,
+    scratch: Optional[dict[torch.dtype, Tensor]] = None,
 ) -> None:
     """``t *= mask`` for every pair, in place, without allocating a float copy of any mask.
 
@@ -377,6 +415,7 @@ def _masked_mul_(
         tensors: Weights, gradients or optimizer state, one device.
         masks: Bool masks of the same shapes, contiguous.
         flat_masks: Optional 1-D uint8 views of ``masks`` (saves two view calls per tensor on every step).
+        scratch: CPU chunk buffers by dtype, reused and grown as needed (new ones per call when None).
     """
     if not tensors:
         return
@@ -386,23 +425,24 @@ def _masked_mul_(
     if flat_masks is None:
         flat_masks = [m.view(-1).view(torch.uint8) for m in masks]  # uint8 -> float casts fast; bool -> float does not
     size = min(max(t.numel() for t in tensors), _CHUNK)
-    scratch: dict[torch.dtype, Tensor] = {}
+    if scratch is None:
+        scratch = {}
     for t, m, mflat in zip(tensors, masks, flat_masks):
         if not t.is_contiguous():
             t.mul_(m)
             continue
         buf = scratch.get(t.dtype)
-        if buf is None:
+        if buf is None or buf.numel() < size:
             buf = scratch[t.dtype] = torch.empty(size, dtype=t.dtype)
         n = t.numel()
-        if n <= size:  # one chunk: the common case, four dispatcher calls
-            chunk = buf if n == size else buf[:n]
+        if n <= buf.numel():  # one chunk: the common case, four dispatcher calls
+            chunk = buf if n == buf.numel() else buf[:n]
             chunk.copy_(mflat)
             t.view(-1).mul_(chunk)
             continue
-        flat = t.view(-1)
-        for start in range(0, n, size):
-            stop = min(n, start + size)
+        flat, step = t.view(-1), buf.numel()
+        for start in range(0, n, step):
+            stop = min(n, start + step)
             chunk = buf[: stop - start]
             chunk.copy_(mflat[start:stop])
             flat[start:stop].mul_(chunk)

@@ -18,13 +18,13 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 from typing_extensions import override
 
-from lightning_compress.core.distributed import broadcast_masks
+from lightning_compress.core.distributed import broadcast_masks, is_distributed
 from lightning_compress.core.mask_callback import MaskingCallback
 from lightning_compress.core.metric_logging import log_metrics
 from lightning_compress.core.selection import FilterFn, prunable_weights
 from lightning_compress.core.target import compression_target, steps_per_epoch
 from lightning_compress.core.validation import ArgumentErrors, is_number
-from lightning_compress.pruning.magnitude import global_magnitude_masks, magnitude_mask
+from lightning_compress.pruning.magnitude import MagnitudeSelection, prune_by_magnitude_
 from lightning_compress.pruning.schedule import ScheduleLike, resolve_schedule, schedule_problems, sparsity_at_step
 
 __all__ = ["GradualMagnitudePruning"]
@@ -132,6 +132,7 @@ class GradualMagnitudePruning(MaskingCallback):
         self._last_step = 0  # the last optimizer step of the run: the final target applies from min(end, last) on
         self._sparsity = 0.0  # the target sparsity of the current masks
         self._schedule_known = False  # set in on_train_start
+        self.last_selection: Optional[MagnitudeSelection] = None  # what the last mask update did
 
     @property
     def current_sparsity(self) -> float:
@@ -247,13 +248,14 @@ class GradualMagnitudePruning(MaskingCallback):
         target = self._target(step)
         if target <= self._sparsity:
             return
-        self._check_finite(masks.params, f"mask update at step {step}")
         before_total, before_layers = masks.sparsity(), masks.layer_sparsity()
-        if self.scope == "global":
-            new = global_magnitude_masks(masks.params, target, masks.masks)
-        else:
-            new = [magnitude_mask(p, target, m) for p, m in zip(masks.params, masks.masks)]
-        masks.set_masks(broadcast_masks(new))
+        try:  # the selection finds NaN / Inf weights itself (no extra pass); the check below names them in detail
+            self.last_selection = prune_by_magnitude_(masks, target, self.scope)
+        except ValueError:
+            self._check_finite(masks.local_params, f"mask update at step {step}")
+            raise
+        if masks.group is None and is_distributed():  # DDP: rank 0's masks on every replica
+            masks.set_masks(broadcast_masks(masks.masks))
         masks.apply_to_weights()
         self._sparsity = target
 
