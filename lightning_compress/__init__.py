@@ -120,6 +120,10 @@ _EXPORTS: dict[str, str] = {
     "benchmark_gemm": "bench.gemm_benchmark",
     "benchmark_model": "bench.model_benchmark",
     "advise": "bench.advice",
+    # planner
+    "Budget": "planner.budget",
+    "CompressionPlanner": "planner.planner_callback",
+    "compress": "planner.walk",
     # training
     "ClassificationModule": "training.classification",
     "warmup_lr": "training.lr_schedule",
@@ -188,6 +192,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names abov
     from lightning_compress.export.onnx_qdq import ort_kernels
     from lightning_compress.export.onnx_runtime import load_onnx
     from lightning_compress.export.packed_loader import load_packed
+    from lightning_compress.planner.budget import Budget
+    from lightning_compress.planner.planner_callback import CompressionPlanner
+    from lightning_compress.planner.walk import compress
     from lightning_compress.pruning.gradual_magnitude_pruning import GradualMagnitudePruning
     from lightning_compress.pruning.magnitude import global_magnitude_masks, magnitude_mask, num_to_prune
     from lightning_compress.pruning.one_shot.one_shot_pruning import OneShotPruning

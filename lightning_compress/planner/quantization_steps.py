@@ -1,0 +1,189 @@
+"""The quantization steps of the walk: PTQ INT8, sensitivity-guided PTQ (the most sensitive layers kept in float), a
+QAT fine-tune, and INT4 weight-only (GPTQ) for LLM-style models when memory is the target.
+
+Each step says why it is skipped from the numbers earlier steps measured: keeping layers in float or fine-tuning with
+QAT can only recover accuracy, never make the INT8 graph faster or smaller, so they run only when PTQ lost too much
+and its INT8 graph meets the latency and size targets.
+
+Example:
+    >>> PTQInt8().name, QATInt8().title
+    ('ptq_int8', 'QAT fine-tune (INT8)')
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+from torch import nn
+
+from lightning_compress.planner.candidates import Candidate
+from lightning_compress.planner.steps import CandidateRecord, WalkContext
+
+__all__ = ["Int4WeightOnly", "PTQInt8", "PTQSensitivity", "QATInt8", "fine_tune_trainer", "ptq_candidate"]
+
+
+def fine_tune_trainer(ctx: WalkContext, folder: Path, max_epochs: int, callbacks: Sequence[Any], **kwargs: Any):  # noqa: ANN201
+    """A quiet Lightning Trainer for the planner's fine-tunes (no logger, no checkpoints, the planner's device)."""
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator="gpu" if ctx.device.type == "cuda" else "cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(folder),
+        callbacks=list(callbacks),
+        limit_train_batches=ctx.settings.limit_train_batches,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
+
+
+def ptq_candidate(ctx: WalkContext, network: nn.Module, name: str, note: str = "", **options: Any) -> Candidate:
+    """PTQ INT8 of ``network`` (compiled oneDNN model) as a candidate."""
+    from lightning_compress.quantization.ptq import quantize
+
+    int8 = quantize(network, ctx.train_data, calibration_batches=ctx.settings.calibration_batches, **options)
+    report = int8.quantization_report
+    details = {"quantized_layers": len(report.quantized_layers), "float_layers": list(report.float_layers)}
+    text = note or f"{len(report.quantized_layers)} layers INT8, {ctx.settings.calibration_batches} calibration batches"
+    return Candidate(name, "int8", int8, text, details)
+
+
+def _first(ctx: WalkContext, step: str) -> Optional[CandidateRecord]:
+    found = ctx.candidates(step)
+    return found[0] if found else None
+
+
+def _ptq_rules_out_recovery(ctx: WalkContext, what: str) -> Optional[str]:
+    """Why recovering PTQ's accuracy cannot help (None: it can)."""
+    ptq = _first(ctx, "ptq_int8")
+    if ptq is None:
+        record = ctx.records.get("ptq_int8")
+        why = f" ({record.status}: {record.reason})" if record is not None and record.reason else ""
+        return f"{what} starts from the PTQ INT8 model, and there is none{why}"
+    drop = ctx.drop(ptq)
+    if drop <= ctx.budget.max_drop:
+        return (f"PTQ INT8 lost only {drop:.2f} points (budget {ctx.budget.max_drop:g}): {what} recovers accuracy"
+                " and cannot make the INT8 graph faster or smaller")  # fmt: skip
+    hardware = ctx.budget.hardware_shortfalls(ptq.measurement, ctx.baseline)
+    if hardware:
+        return f"{what} gives the same INT8 kernels as PTQ INT8, which already misses: {'; '.join(hardware)}"
+    return None
+
+
+class PTQInt8:
+    """Post-training static INT8 of every layer (calibrated, no training)."""
+
+    name, title = "ptq_int8", "PTQ INT8"
+
+    def skip_reason(self, ctx: WalkContext) -> Optional[str]:
+        return ctx.facts.int8_reason
+
+    def run(self, ctx: WalkContext) -> Sequence[Candidate]:
+        return [ptq_candidate(ctx, ctx.network, self.name)]
+
+
+class PTQSensitivity:
+    """PTQ INT8 with the most sensitive layers kept in float until the drop is within the budget."""
+
+    name, title = "ptq_sensitivity", "sensitivity-guided PTQ"
+
+    def skip_reason(self, ctx: WalkContext) -> Optional[str]:
+        return ctx.facts.int8_reason or _ptq_rules_out_recovery(ctx, "keeping sensitive layers in float")
+
+    def run(self, ctx: WalkContext) -> Sequence[Candidate]:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "no set meets the budget": the table says it
+            candidate = ptq_candidate(
+                ctx, ctx.network, self.name, accuracy_budget=ctx.budget.max_drop / 100.0, eval_data=ctx.val_data,
+                metric=ctx.metric, measure_latency=False,
+            )  # fmt: skip
+        report = candidate.model.quantization_report
+        kept = report.kept_for_budget
+        candidate.note = f"kept in float: {', '.join(kept) or 'none'} (searched on the validation batches)"
+        candidate.details = {
+            **(candidate.details or {}),
+            "kept_for_budget": kept,
+            "budget_met_in_search": report.budget_met,
+        }
+        return [candidate]
+
+
+class QATInt8:
+    """A few epochs of quantization-aware training from the fp32 weights, converted to the INT8 graph."""
+
+    name, title = "qat_int8", "QAT fine-tune (INT8)"
+
+    def skip_reason(self, ctx: WalkContext) -> Optional[str]:
+        if ctx.num_classes is None:
+            return "the QAT fine-tune trains a classifier (ClassificationModule); this model has no class count"
+        reason = ctx.facts.int8_reason or _ptq_rules_out_recovery(ctx, "a QAT fine-tune")
+        if reason is None:
+            sens = _first(ctx, "ptq_sensitivity")
+            if sens is not None and not sens.shortfalls:
+                return "sensitivity-guided PTQ already meets the budget"
+        return reason
+
+    def run(self, ctx: WalkContext) -> Sequence[Candidate]:
+        from lightning_compress.quantization.qat import QuantizationAwareTraining
+        from lightning_compress.training.classification import ClassificationModule
+
+        epochs = ctx.settings.qat_epochs
+        module = ClassificationModule(copy.deepcopy(ctx.network).train(), num_classes=ctx.num_classes,
+                                      optimizer=_adamw(ctx.settings.lr * 0.1))  # fmt: skip
+        qat = QuantizationAwareTraining(scheme="int8", freeze_bn_epoch=max(0.0, epochs - 1.0), verbose=0,
+                                        evaluate_quantized=False)  # fmt: skip
+        trainer = fine_tune_trainer(ctx, ctx.run_dir / "candidates" / self.name, epochs, [qat])
+        trainer.fit(module, train_dataloaders=ctx.train_data, val_dataloaders=ctx.val_data)
+        if qat.quantized_model is None:
+            raise RuntimeError("the QAT fine-tune ended without a converted INT8 model")
+        return [Candidate(self.name, "int8", qat.quantized_model, f"{epochs} epochs QAT, lr {ctx.settings.lr * 0.1:g}")]
+
+
+def _adamw(lr: float):  # noqa: ANN202
+    import functools
+
+    import torch
+
+    return functools.partial(torch.optim.AdamW, lr=lr)
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    """A Hugging Face causal language model (``...ForCausalLM`` with a ``generate`` method)."""
+    return type(model).__name__.endswith("ForCausalLM") and hasattr(model, "generate")
+
+
+class Int4WeightOnly:
+    """INT4 weight-only (GPTQ, groups of 128) of the Linear layers of an LLM-style model, when memory is the target."""
+
+    name, title = "int4_weight_only", "INT4 weight-only (GPTQ)"
+
+    def skip_reason(self, ctx: WalkContext) -> Optional[str]:
+        if not is_causal_lm(ctx.network):
+            return (f"INT4 weight-only is for LLM-style models (a causal LM's Linear weights, memory-bound decoding);"
+                    f" this model is a {type(ctx.network).__name__}")  # fmt: skip
+        if not ctx.budget.targets_size:
+            return "INT4 weight-only saves memory; the budget has no size target (size_ratio / size_mb)"
+        return None
+
+    def run(self, ctx: WalkContext) -> Sequence[Candidate]:
+        from lightning_compress.quantization.weight_only.quantize import one_shot_quantize
+
+        batches = ctx.settings.calibration_batches
+        model, _ = one_shot_quantize(
+            copy.deepcopy(ctx.network),
+            ctx.train_data,
+            method="gptq",
+            bits=4,
+            group_size=128,
+            calibration_batches=batches,
+        )
+        return [Candidate("int4_gptq", "int4", model, "GPTQ W4A16, groups of 128")]
