@@ -244,6 +244,14 @@ def counts(results: list[dict]) -> dict[str, int]:
     return {o: found.get(o, 0) for o in OUTCOMES if found.get(o, 0) or o in ("CLEAR", "VAGUE", "SILENT", "CODE-RAN")}
 
 
+def merged(previous: list[dict], rerun: list[dict]) -> list[dict]:
+    """``previous`` with the cases of ``rerun`` replaced (or added), in the catalog's order."""
+    by_id = {r["id"]: r for r in previous}
+    by_id.update({r["id"]: r for r in rerun})
+    order = {c.id: i for i, c in enumerate(CASES)}
+    return sorted(by_id.values(), key=lambda r: order.get(r["id"], len(order)))
+
+
 def print_table(results: list[dict]) -> None:
     total = len(results)
     print(f"{total} cases: " + ", ".join(f"{k} {v}" for k, v in counts(results).items()))
@@ -272,6 +280,9 @@ def readme_section(before: dict, after: dict) -> str:
         "|---|---:|---:|",
     ]
     lines += [f"| {o} | {cb.get(o, 0)} | {ca.get(o, 0)} |" for o in OUTCOMES if cb.get(o, 0) or ca.get(o, 0)]
+    for name, run in (("before", before), ("after", after)):
+        if run.get("rerun"):
+            lines += ["", f"Run again with `--only ... --update` ({name}): {', '.join(run['rerun'])}."]
     lines += ["", "| case | area | what | owner | before | after | after: message or reason |", "|---" * 7 + "|"]
     for case_id, r in a.items():
         old = b.get(case_id, {}).get("outcome", "-")
@@ -304,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=0, help="seconds per case (default: each case's own, ~60)")
     parser.add_argument("--only", nargs="+", help="run only these case ids (or id prefixes)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (fixtures, each case's files)")
+    parser.add_argument("--update", action="store_true", help="with --only: replace those cases in --out's file")
     args = parser.parse_args(argv)
     checkout = args.checkout.resolve()
     if not (checkout / "lightning_compress" / "__init__.py").is_file():
@@ -332,10 +344,17 @@ def main(argv: list[str] | None = None) -> int:
     broken = [r["id"] for r in results if r.get("broken")]
     if broken:
         print(f"warning: these cases could not run on this checkout: {', '.join(broken)}", file=sys.stderr)
+    rerun = sorted(c.id for c in cases) if args.only else []
+    if args.update and args.out and args.out.is_file():
+        previous = json.loads(args.out.read_text())
+        results = merged(previous["cases"], results)
+        rerun = sorted({*previous.get("rerun", []), *rerun})
     print_table(results)
     if args.out:
         payload = {"checkout": str(checkout), "commit": git_commit(checkout), "counts": counts(results),
                    "cases": results}  # fmt: skip
+        if rerun:  # the cases run again with --only (--update kept the others of an earlier run)
+            payload["rerun"] = rerun
         args.out.write_text(json.dumps(payload, indent=1) + "\n")
         print(f"wrote {args.out}")
     if args.readme:
