@@ -155,57 +155,34 @@ def env_for(checkout: Path, marker: Path) -> dict[str, str]:
     return env
 
 
-def run_case(case: Case, checkout: Path, fix: Path, work: Path, timeout: float) -> dict:
-    """Runs one case in a fresh process and classifies it."""
-    tmp = work / case.id
-    tmp.mkdir(parents=True)
-    marker = tmp / "CODE_RAN"
-    env = env_for(checkout, marker)
-    prepare_case(case, fix, tmp)
-    result: dict = {"id": case.id, "area": case.area, "kind": case.kind, "owner": case.owner, "what": case.what}
-    try:
-        if case.code:
-            spec = tmp / "spec.json"
-            spec.write_text(json.dumps({"code": case.code, "check": case.check, "fix": str(fix), "tmp": str(tmp)}))
-            proc = subprocess.run(
-                [sys.executable, "-c", HARNESS, str(spec), str(tmp / "result.json")],
-                cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout or case.timeout,
-            )  # fmt: skip
-            done = json.loads((tmp / "result.json").read_text()) if (tmp / "result.json").is_file() else None
-            if done is None:  # the interpreter itself died (a crash in native code)
-                message = error_message(proc.stdout + proc.stderr)[0] or f"exit status {proc.returncode}"
-                done = {"raised": True, "message": message}
-            raised, message, origin = done["raised"], done.get("message", ""), done.get("origin", "")
-            wrong = done.get("wrong")
-            if raised and (
-                (done.get("case_frame") and done.get("type") in ("NameError", "ImportError", "SyntaxError"))
-                or "module 'lightning_compress' has no attribute" in message
-            ):
-                result["broken"] = True
-        else:
-            minilm = (fix / "minilm.txt").read_text().strip() if (fix / "minilm.txt").is_file() else "no-minilm"
-            args = [a.format(FIX=fix, TMP=tmp, MINILM=minilm) for a in case.args]
-            proc = subprocess.run(
-                [sys.executable, "-m", f"lightning_compress.cli.{case.cli}", *args],
-                cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout or case.timeout,
-            )  # fmt: skip
-            output = proc.stdout + "\n" + proc.stderr
-            (tmp / "output.txt").write_text(output)
-            raised = proc.returncode != 0
-            message, origin = error_message(output) if raised else ("", "")
-            wrong = case.cli_check(tmp, fix, output) if case.cli_check and not raised else None
-            if raised and "No module named 'lightning_compress.cli" in output:
-                result["broken"] = True
-    except subprocess.TimeoutExpired:
-        if marker.exists():
-            result.update(outcome="CODE-RAN", detail="the crafted file's payload ran (then no answer in time)")
-        else:
-            result.update(outcome="TIMEOUT", detail=f"no answer within {timeout or case.timeout:g} s")
-        result.update(message="", origin="")
-        return result
+def _api_result(done: dict, result: dict) -> tuple[bool, str, str, object]:
+    """What the harness wrote for an API case: raised, message, origin and the check's finding."""
+    raised, message, origin = done["raised"], done.get("message", ""), done.get("origin", "")
+    if raised and (
+        (done.get("case_frame") and done.get("type") in ("NameError", "ImportError", "SyntaxError"))
+        or "module 'lightning_compress' has no attribute" in message
+    ):
+        result["broken"] = True
+    return raised, message, origin, done.get("wrong")
+
+
+def _cli_result(
+    case: Case, tmp: Path, fix: Path, output: str, status: int, result: dict
+) -> tuple[bool, str, str, object]:
+    """What a console script's output and exit status say: raised, message, origin and the check's finding."""
+    raised = status != 0
+    message, origin = error_message(output) if raised else ("", "")
+    wrong = case.cli_check(tmp, fix, output) if case.cli_check and not raised else None
+    if raised and "No module named 'lightning_compress.cli" in output:
+        result["broken"] = True
+    return raised, message, origin, wrong
+
+
+def _classify(case: Case, fix: Path, tmp: Path, result: dict, raised: bool, message: str, origin: str,
+              wrong: object) -> dict:  # fmt: skip
     result["message"] = message[-600:]
     result["origin"] = origin
-    if marker.exists():
+    if (tmp / "CODE_RAN").exists():
         result.update(outcome="CODE-RAN", detail="the crafted file's payload ran")
     elif not raised:
         if case.may_succeed and wrong is None:
@@ -221,6 +198,76 @@ def run_case(case: Case, checkout: Path, fix: Path, work: Path, timeout: float) 
         else:
             result.update(outcome="CLEAR", detail="")
     return result
+
+
+def _header(case: Case) -> dict:
+    return {"id": case.id, "area": case.area, "kind": case.kind, "owner": case.owner, "what": case.what}
+
+
+def finished_case(case: Case, tmp: Path) -> dict | None:
+    """The outcome of a case that finished in the kept folder ``tmp`` of an earlier (interrupted) run; None when it
+    did not finish there (no ``result.json``; for a console script no ``exit_status.txt``), so it must run again.
+    The fixture and case folders are those the case ran with (from its ``spec.json`` / its kept folder)."""
+    result = _header(case)
+    if case.code:
+        spec, done = tmp / "spec.json", tmp / "result.json"
+        if not (spec.is_file() and done.is_file()):
+            return None
+        paths = json.loads(spec.read_text())
+        fix = Path(paths["fix"])
+        found = _api_result(json.loads(done.read_text()), result)
+    else:
+        status, output, fix_file = tmp / "exit_status.txt", tmp / "output.txt", tmp / "fixtures.txt"
+        if not (status.is_file() and output.is_file() and fix_file.is_file()):
+            return None
+        fix = Path(fix_file.read_text().strip())
+        found = _cli_result(case, tmp, fix, output.read_text(), int(status.read_text()), result)
+    return _classify(case, fix, tmp, result, *found)
+
+
+def run_case(case: Case, checkout: Path, fix: Path, work: Path, timeout: float) -> dict:
+    """Runs one case in a fresh process and classifies it."""
+    tmp = work / case.id
+    if tmp.exists():  # an unfinished case of a resumed run
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    marker = tmp / "CODE_RAN"
+    env = env_for(checkout, marker)
+    prepare_case(case, fix, tmp)
+    result = _header(case)
+    try:
+        if case.code:
+            spec = tmp / "spec.json"
+            spec.write_text(json.dumps({"code": case.code, "check": case.check, "fix": str(fix), "tmp": str(tmp)}))
+            proc = subprocess.run(
+                [sys.executable, "-c", HARNESS, str(spec), str(tmp / "result.json")],
+                cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout or case.timeout,
+            )  # fmt: skip
+            done = json.loads((tmp / "result.json").read_text()) if (tmp / "result.json").is_file() else None
+            if done is None:  # the interpreter itself died (a crash in native code)
+                message = error_message(proc.stdout + proc.stderr)[0] or f"exit status {proc.returncode}"
+                done = {"raised": True, "message": message}
+            found = _api_result(done, result)
+        else:
+            minilm = (fix / "minilm.txt").read_text().strip() if (fix / "minilm.txt").is_file() else "no-minilm"
+            args = [a.format(FIX=fix, TMP=tmp, MINILM=minilm) for a in case.args]
+            proc = subprocess.run(
+                [sys.executable, "-m", f"lightning_compress.cli.{case.cli}", *args],
+                cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout or case.timeout,
+            )  # fmt: skip
+            output = proc.stdout + "\n" + proc.stderr
+            (tmp / "output.txt").write_text(output)
+            (tmp / "fixtures.txt").write_text(str(fix))
+            (tmp / "exit_status.txt").write_text(str(proc.returncode))  # last: the case has finished
+            found = _cli_result(case, tmp, fix, output, proc.returncode, result)
+    except subprocess.TimeoutExpired:
+        if marker.exists():
+            result.update(outcome="CODE-RAN", detail="the crafted file's payload ran (then no answer in time)")
+        else:
+            result.update(outcome="TIMEOUT", detail=f"no answer within {timeout or case.timeout:g} s")
+        result.update(message="", origin="")
+        return result
+    return _classify(case, fix, tmp, result, *found)
 
 
 def build_fixtures(checkout: Path, fix: Path) -> None:
@@ -316,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", help="run only these case ids (or id prefixes)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (fixtures, each case's files)")
     parser.add_argument("--update", action="store_true", help="with --only: replace those cases in --out's file")
+    parser.add_argument("--resume", nargs="+", type=Path, metavar="WORK",
+                        help="finish interrupted runs of the same checkout: the kept work folders (--keep) of earlier"
+                        " runs; the first one's fixtures are reused and its cases folder is run into, each case that"
+                        " finished in any of them is classified from its files, the others run")  # fmt: skip
     args = parser.parse_args(argv)
     checkout = args.checkout.resolve()
     if not (checkout / "lightning_compress" / "__init__.py").is_file():
@@ -323,21 +374,37 @@ def main(argv: list[str] | None = None) -> int:
     cases = [c for c in CASES if not args.only or any(c.id.startswith(p) for p in args.only)]
     if not cases:
         parser.error(f"--only {args.only} matches no case")
-    work = Path(tempfile.mkdtemp(prefix="lc_bad_"))
-    fix = work / "fixtures"
-    fix.mkdir()
+    earlier: dict[str, dict] = {}
+    if args.resume:
+        work = args.resume[0].resolve()
+        fix = work / "fixtures"
+        if not fix.is_dir() or not any(fix.iterdir()):
+            parser.error(f"--resume {work} holds no fixtures")
+        for folder in args.resume:
+            for case in cases:
+                if case.id not in earlier and (folder / "cases" / case.id).is_dir():
+                    found = finished_case(case, folder / "cases" / case.id)
+                    if found is not None:
+                        earlier[case.id] = found
+        print(f"resuming {work}: {len(earlier)} cases finished earlier", file=sys.stderr, flush=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix="lc_bad_"))
+        fix = work / "fixtures"
+        fix.mkdir()
     try:
-        print(f"building fixtures with {checkout} ...", file=sys.stderr, flush=True)
-        build_fixtures(checkout, fix)
-        print(f"running {len(cases)} cases, {args.jobs} at a time ...", file=sys.stderr, flush=True)
+        if not args.resume:
+            print(f"building fixtures with {checkout} ...", file=sys.stderr, flush=True)
+            build_fixtures(checkout, fix)
+        todo = [c for c in cases if c.id not in earlier]
+        print(f"running {len(todo)} cases, {args.jobs} at a time ...", file=sys.stderr, flush=True)
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(run_case, c, checkout, fix, work / "cases", args.timeout) for c in cases]
-            for future in concurrent.futures.as_completed(futures):
+            futures = {c.id: pool.submit(run_case, c, checkout, fix, work / "cases", args.timeout) for c in todo}
+            for future in concurrent.futures.as_completed(futures.values()):
                 done = future.result()
                 print(f"  {done['id']}: {done['outcome']}", file=sys.stderr, flush=True)
-            results = [f.result() for f in futures]
+            results = [earlier[c.id] if c.id in earlier else futures[c.id].result() for c in cases]
     finally:
-        if args.keep:
+        if args.keep or args.resume:
             print(f"kept {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
