@@ -1,0 +1,59 @@
+"""``lc-compress``: bad options exit 2 before any work; the real path (real PTQ INT8, the lc-bench timer, real files)
+on the digits SmallCNN."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lightning_compress.cli.compress import main
+
+SPEC = f"{Path(__file__).with_name('digits_model.py')}:trained_cnn"
+
+
+def test_bad_options_exit_2_naming_each_before_any_work(tmp_path, capsys) -> None:
+    code = main([SPEC, "--max-drop", "-1", "--latency-ratio", "2", "--steps", "ptq_int8,magic", "--out",
+                 str(tmp_path / "run")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    for text in ("`--max-drop` must be a number >= 0, got -1.0", "`--latency-ratio` must be in (0, 1] or None, got 2.0",
+                 "--steps can name ptq_int8"):  # fmt: skip
+        assert text in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_no_target_and_unknown_data_exit_2(tmp_path, capsys) -> None:
+    assert main([SPEC, "--max-drop", "0.5", "--out", str(tmp_path / "a")]) == 2
+    assert "a budget needs a target on this machine" in capsys.readouterr().err
+    assert main(["no/such/run", "--max-drop", "0.5", "--size-ratio", "0.3", "--data", "digits"]) == 2
+    assert "must be an lc-train run folder" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_real_walk_measures_ptq_int8_and_writes_every_output(tmp_path, capsys) -> None:
+    from digits_model import trained_cnn
+
+    from lightning_compress.data import DigitsDataModule
+    from lightning_compress.quantization.calibration import evaluate
+
+    out = tmp_path / "run"
+    code = main([SPEC, "--data", "digits", "--max-drop", "5", "--size-mb", "10", "--steps", "ptq_int8,nm24",
+                 "--calibration-batches", "2", "--repeats", "2", "--no-export", "--no-progress",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr()
+    state = json.loads((out / "planner_state.json").read_text())
+    dm = DigitsDataModule(batch_size=64)
+    dm.setup("fit")
+    assert state["baseline"]["metric"] == evaluate(trained_cnn(), list(dm.val_dataloader()))  # the fp32 model, exactly
+    [ptq] = state["records"]  # the budget is met: nm24 is not run
+    assert "nm24: not run: ptq_int8 already meets the budget" in capsys.readouterr().out
+    [candidate] = ptq["candidates"]
+    artifact = out / "candidates" / "ptq_int8" / "model.pt2"
+    assert candidate["artifact"] == str(artifact) and candidate["measurement"]["size_bytes"] == artifact.stat().st_size
+    assert candidate["measurement"]["latency_ms"] > 0 and candidate["shortfalls"] == []
+    assert abs(candidate["measurement"]["metric"] - state["baseline"]["metric"]) < 0.05
+    assert (out / "chosen" / "model.pt2").read_bytes() == artifact.read_bytes()
+    assert {"candidates.csv", "candidates.md", "report.md", "pareto.png"} <= {p.name for p in out.iterdir()}
+    assert "**Chosen: ptq_int8**" in (out / "report.md").read_text()
