@@ -130,7 +130,7 @@ class PruneDistill:
         out = [Candidate(self.name, "pruned", network, note, details)]
         if ctx.facts.int8_reason is None:
             try:
-                out.append(ptq_candidate(ctx, network, "prune_distill+int8", note=note + "; then PTQ INT8"))
+                out.append(ptq_candidate(ctx, network, "prune_distill_int8", note=note + "; then PTQ INT8"))
             except Exception as err:  # noqa: BLE001 -- the fp32 student is still a candidate
                 ctx.log(f"prune_distill+int8: PTQ of the student failed ({type(err).__name__}: {err})")
         return out

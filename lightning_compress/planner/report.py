@@ -100,7 +100,8 @@ def _plot(path: Path, baseline: Measurement, candidates: Sequence[CandidateRecor
          ("file size, x fp32", lambda m: m.size_bytes / baseline.size_bytes if m.size_bytes and baseline.size_bytes
           else None)],
     ):  # fmt: skip
-        shown = [(n, 100 * m.metric, cost(m)) for n, m in points if cost(m) is not None]
+        shown = [(n + (" (!)" if m.untrusted and "latency" in label else ""), 100 * m.metric, cost(m))
+                 for n, m in points if cost(m) is not None]  # fmt: skip
         front = set(pareto_front([(acc, c) for _, acc, c in shown]))
         for i, (name, acc, c) in enumerate(shown):
             ax.scatter([c], [acc], color="C3" if i in front else "C0", zorder=3)

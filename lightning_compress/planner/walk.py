@@ -251,9 +251,11 @@ def compress(
         budget = Budget(**budget)
     settings = PlannerSettings(**settings) if isinstance(settings, Mapping) else settings or PlannerSettings()
     _validate(model, budget, settings, steps, metric, device, export_formats, run_dir)
+    import lightning.pytorch as pl
+
     from lightning_compress.core.target import find_network
 
-    network = copy.deepcopy(find_network(model, strict=False)[0] if hasattr(model, "trainer") else model).eval()
+    network = copy.deepcopy(find_network(model)[0] if isinstance(model, pl.LightningModule) else model).eval()
     check_materialized(network)
     check_finite(dict(network.state_dict()), "the planner starts")
     train_data, val_data = _loaders(data)
