@@ -151,7 +151,7 @@ def report_text(
     else:
         lines.append(f"**The budget cannot be met by any candidate tried.** Best found: **{chosen.name}**, which"
                      f" misses it by: {'; '.join(chosen.shortfalls)}.")  # fmt: skip
-    lines += ["", "## Steps", ""]
+    lines += ["", "## Steps", "", f"Wall time of the steps, summed: {sum(r.wall_s for r in records):.1f} s.", ""]
     for record in records:
         if record.status == "done":
             parts = [f"{c.name}: {'meets the budget' if c.met else 'short: ' + '; '.join(c.shortfalls)}"
