@@ -329,11 +329,17 @@ def _run_step(step: Step, ctx: WalkContext, measurer: Measurer, made: dict[str, 
         return StepRecord(step.name, "failed", f"{type(err).__name__}: {first}", wall_s=time.perf_counter() - start)
     made_s = time.perf_counter() - start
     record = StepRecord(step.name, "done")
+    problems = []
     for candidate in candidates:
         t0 = time.perf_counter()
-        path = candidate.save(ctx.run_dir / "candidates" / candidate.name, ctx.example_inputs)
-        runtime = candidate.runtime if candidate.runtime is not None else candidate.model
-        measurement = measurer.measure(runtime, artifact_size(path), candidate.name)
+        try:
+            path = candidate.save(ctx.run_dir / "candidates" / candidate.name, ctx.example_inputs)
+            runtime = candidate.runtime if candidate.runtime is not None else candidate.model
+            measurement = measurer.measure(runtime, artifact_size(path), candidate.name)
+        except Exception as err:  # noqa: BLE001 -- a candidate that cannot be written or run is a reason, not a crash
+            first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+            problems.append(f"{candidate.name} could not be written or measured ({type(err).__name__}: {first})")
+            continue
         measurement.wall_s = made_s + time.perf_counter() - t0
         shortfalls = ctx.budget.shortfalls(measurement, ctx.baseline)
         details = candidate.details or {}
@@ -341,6 +347,9 @@ def _run_step(step: Step, ctx: WalkContext, measurer: Measurer, made: dict[str, 
                               str(path), details)  # fmt: skip
         record.candidates.append(row)
         made[candidate.name] = candidate.model
+    record.reason = "; ".join(problems)
+    if problems and not record.candidates:
+        record.status = "failed"
     record.wall_s = time.perf_counter() - start
     return record
 

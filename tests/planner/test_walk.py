@@ -170,3 +170,23 @@ def test_bad_arguments_are_listed_at_once(tmp_path) -> None:
         assert name in text, text
     with pytest.raises(ValueError, match="`max_drop` must be a number >= 0"):
         compress(tiny_model(), tiny_data(), {"max_drop": -1, "latency_ratio": 0.3}, tmp_path)
+
+
+def test_a_candidate_that_cannot_be_written_fails_its_step_and_the_walk_goes_on(tmp_path) -> None:
+    from lightning_compress.planner.candidates import Candidate
+
+    class Unsaveable:
+        name = title = "ptq_int8"
+
+        def skip_reason(self, ctx):  # noqa: ANN001, ANN202
+            return None
+
+        def run(self, ctx):  # noqa: ANN001, ANN202
+            return [Candidate("ptq_int8", "pruned", ctx.network, "an MLP is no save_pruned model")]
+
+    steps = fake_steps()
+    steps["ptq_int8"] = Unsaveable()
+    result, measurer, _ = _walk(tmp_path, {"fp32": (0.98, 1.0), "ptq_sensitivity": (0.978, 4.0)}, steps=steps)
+    first = result.records[0]
+    assert first.status == "failed" and first.reason.startswith("ptq_int8 could not be written or measured (")
+    assert result.met and result.chosen.name == "ptq_sensitivity"
