@@ -5,6 +5,7 @@ Example:
     >>> with WalkProgress(total=2, enabled=False) as progress:
     ...     progress.start("PTQ INT8")
     ...     progress.done("ptq_int8: 97.10 %, 0.25x fp32")
+    ptq_int8: 97.10 %, 0.25x fp32
 """
 
 from __future__ import annotations
