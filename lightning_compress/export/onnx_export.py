@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -52,14 +52,21 @@ class OnnxExport:
 
 
 class _FirstOutput(nn.Module):
-    """Calls the model and returns its first output: ``.logits`` of a model output, ``[0]`` of a tuple."""
+    """Calls the model and returns its first output: ``.logits`` of a model output, ``[0]`` of a tuple.
 
-    def __init__(self, inner: nn.Module) -> None:
+    Keyword tensor inputs are taken positionally after the positional ones (``keys`` names them) and other keyword
+    values are held as constants: ``torch.export`` of keyword-only wrappers with dynamic shapes writes input guards
+    that fail when the ONNX exporter re-traces the program (``NameError: L``), positional inputs do not.
+    """
+
+    def __init__(self, inner: nn.Module, n_args: int = 0, keys: tuple = (), constants: Optional[dict] = None) -> None:
         super().__init__()
         self.inner = inner
+        self.n_args, self.keys, self.constants = n_args, keys, dict(constants or {})
 
-    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
-        out = self.inner(*args, **kwargs)
+    def forward(self, *args: Any) -> Tensor:
+        kwargs = dict(zip(self.keys, args[self.n_args :]), **self.constants)
+        out = self.inner(*args[: self.n_args], **kwargs)
         if hasattr(out, "logits"):
             return out.logits
         if isinstance(out, Mapping):
@@ -69,8 +76,8 @@ class _FirstOutput(nn.Module):
         return out
 
 
-def _dynamic(args: tuple, kwargs: dict[str, Any]) -> Any:
-    batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
+def _dynamic(args: tuple) -> Any:
+    batch = length = torch.export.Dim.AUTO  # dynamic within the ranges the model allows (a BERT's 512 positions)
 
     def spec(value: Any) -> Any:
         if not isinstance(value, Tensor) or value.dim() == 0:
@@ -79,10 +86,23 @@ def _dynamic(args: tuple, kwargs: dict[str, Any]) -> Any:
             return {0: batch, 1: length}
         return {0: batch}
 
-    shapes: dict[str, Any] = {"args": tuple(spec(a) for a in args)}
-    if kwargs:
-        shapes["kwargs"] = {k: spec(v) for k, v in kwargs.items()}
-    return shapes
+    return {"args": tuple(spec(a) for a in args)}
+
+
+def _without_guards(graph: nn.Module) -> nn.Module:
+    """``graph`` without the ``_guards_fn`` call ``ExportedProgram.module()`` inserts (input checks of the capture
+    it came from, whose code names the capture's inputs and fails when re-traced with keyword inputs): a new
+    GraphModule over the same parameters, the model itself untouched."""
+    if not isinstance(graph, torch.fx.GraphModule) or not hasattr(graph, "_guards_fn"):
+        return graph
+    copied = torch.fx.GraphModule(graph, copy.deepcopy(graph.graph))
+    for node in list(copied.graph.find_nodes(op="call_module", target="_guards_fn")):
+        copied.graph.erase_node(node)
+    copied.meta.update(graph.meta)
+    copied.recompile()
+    if hasattr(copied, "_guards_fn"):
+        delattr(copied, "_guards_fn")
+    return copied
 
 
 def _half(value: Any) -> Any:
@@ -172,19 +192,22 @@ def save_onnx(
         raise ValueError(
             f"format {fmt!r}: an INT8 model is exported with its int8 weights; fp16 applies to float models"
         )
-    inner = reference_graph(model) if int8 else model
+    inner = _without_guards(reference_graph(model)) if int8 else model
     name = type(model).__name__
     args, kwargs = as_args_kwargs(shrink_inputs(example_inputs))
     if dtype == "float16":
         inner = copy.deepcopy(inner).half()
         args, kwargs = _half(args), _half(kwargs)
-    wrapped = _FirstOutput(inner)
+    tensors = {k: v for k, v in kwargs.items() if isinstance(v, Tensor)}
+    constants = {k: v for k, v in kwargs.items() if k not in tensors}
+    wrapped = _FirstOutput(inner, len(args), tuple(tensors), constants)
+    flat = (*args, *tensors.values())
     was_training = inner.training
     if not int8:
         inner.eval()
     try:
         try:
-            program = torch.export.export(wrapped, args, kwargs, dynamic_shapes=_dynamic(args, kwargs))
+            program = torch.export.export(wrapped, flat, dynamic_shapes=_dynamic(flat))
         except Exception as err:  # torch.export raises many types; all mean "this model cannot be captured"
             raise RuntimeError(
                 f"format {fmt!r} exports through torch.export, which cannot capture {name}: {export_error_summary(err)}"
@@ -201,9 +224,11 @@ def save_onnx(
     proto = onnx_program.model_proto
     if proto.graph.output:
         _rename(proto.graph, proto.graph.output[0].name, "logits")
-    if args and not kwargs:
-        for i, value in enumerate(list(proto.graph.input)):
-            _rename(proto.graph, value.name, "input" if len(proto.graph.input) == 1 else f"input_{i}")
+    names = [("input" if len(args) == 1 else f"input_{i}") for i in range(len(args))] + list(tensors)
+    traced = dict(zip(program.graph_signature.user_inputs, names))  # placeholder name -> input name
+    for value in list(proto.graph.input):  # an input the graph never reads may be dropped by the exporter
+        if value.name in traced:
+            _rename(proto.graph, value.name, traced[value.name])
     rewrites = place_qdq_for_ort(proto) if int8 else 0
     buffer = io.BytesIO()
     onnx.save_model(proto, buffer)
