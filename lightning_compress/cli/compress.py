@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-batches", type=int, default=16, help="PTQ calibration batches")
     p.add_argument("--limit-train-batches", type=int, default=None, help="training batches per fine-tune epoch")
     p.add_argument("--repeats", type=int, default=10, help="timed calls per candidate (interleaved with fp32)")
+    p.add_argument("--retries", type=int, default=2, help="re-measurements of a timing taken on a busy machine")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where candidates run and are timed")
     p.add_argument("--no-export", action="store_true", help="no ONNX export of the chosen model (its file is kept)")
     p.add_argument("--out", default=None, help="the planner's run folder; default <run folder>/compress")
@@ -130,6 +131,7 @@ def _check(args: argparse.Namespace) -> list[str]:
     if unknown or not steps:
         errors.add(f"--steps can name {', '.join(STEP_ORDER)}, got {args.steps!r}")
     errors.int("--repeats", args.repeats)
+    errors.int("--retries", args.retries, minimum=0)
     return list(errors)
 
 
@@ -140,6 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if problems:
         print("lc-compress: error: " + "; ".join(problems), file=sys.stderr)
         return EXIT_USER_ERROR
+    from lightning_compress.bench.timing import TimingChecks
     from lightning_compress.planner.walk import compress
 
     run = Path(args.model)
@@ -159,7 +162,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = compress(
             model, data, budget, out, settings=settings, steps=[s.strip() for s in args.steps.split(",") if s.strip()],
             metric=args.metric, device=args.device, export_formats=() if args.no_export else ("onnx",),
-            restart=args.restart, repeats=args.repeats, progress=not args.no_progress and sys.stdout.isatty(),
+            restart=args.restart, repeats=args.repeats, checks=TimingChecks(retries=args.retries),
+            progress=not args.no_progress and sys.stdout.isatty(),
         )  # fmt: skip
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as err:
         print(f"lc-compress: error: {err}", file=sys.stderr)
