@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 train: $(STAMP)
-	$(BIN)/lc-train $(ARGS)
+	$(BIN)/lc-train experiment=compress_mnist $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
