@@ -571,11 +571,21 @@ TRAIN_CASES = [
         ("`init_from`", "gone.pt")),
     Bad("train-max-epochs-abc", lambda f: _train(f, "trainer.max_epochs=abc"), (ValueError, TypeError),
         ("max_epochs", "abc")),
+    Bad("train-accelerator-tpu", lambda f: _train(f, "trainer.accelerator=tpu"), ValueError,
+        ("`trainer.accelerator`", "'tpu'", "cpu", "available on this machine")),
+    Bad("train-ckpt-path-crafted", lambda f: _train(f, f"ckpt_path={f.crafted}"), ValueError,
+        ("`ckpt_path`", "crafted.pt", "pickled objects", "allow_pickle")),
+    Bad("train-ckpt-path-blank", lambda f: _train(f, f"ckpt_path={f.blank}"), ValueError,
+        ("`ckpt_path`", "blank.pt", "Lightning checkpoint", "empty file")),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("bad", [b.param() for b in TRAIN_CASES])
 def test_lc_train_bad_override_is_named(bad: Bad, files: Files) -> None:
-    message = _run(files, bad)
+    try:
+        message = _run(files, bad)
+    finally:
+        ran = (files.tmp / "CODE_RAN").exists()
+    assert not ran, "a crafted file's payload ran"
     for text in bad.must:
         assert text in message, f"{text!r} not in {message!r}"

@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from lightning_compress.analysis.report import sparsity_report
 from lightning_compress.cli.resume import resolve_ckpt_path
 from lightning_compress.cli.train_config import check_monitor, check_train_config
-from lightning_compress.core.checkpoints import read_state_dict
+from lightning_compress.core.checkpoints import load_torch_file, read_state_dict
 from lightning_compress.core.files import atomic_write_text
 from lightning_compress.core.final_state_checkpoint import FinalStateCheckpoint, compression_callbacks
 from lightning_compress.core.safe_targets import check_keys
@@ -154,6 +154,15 @@ def _load_weights(module: pl.LightningModule, path: str) -> None:
         raise ValueError(f"`init_from={path!r}` does not fit the configured model: {err}") from err
 
 
+def _check_resume_checkpoint(path: str) -> None:
+    """Reads ``ckpt_path`` as Lightning will (``weights_only=True``; tensors memory-mapped, not read) before anything
+    is built, so a crafted, damaged or foreign file is an error that names it (and runs no code)."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not loadable this way: load_torch_file says why, naming the file (or loads an old format)
+        load_torch_file(path, "`ckpt_path`", "a Lightning checkpoint (checkpoints/last.ckpt of a run)")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Builds data, model, module, callbacks, logger and trainer from ``cfg``, fits, and tests the best checkpoint.
 
@@ -165,12 +174,16 @@ def train(cfg: DictConfig) -> float | None:
         ValueError: a mistyped config value (``trainer.max_epochs=abc``), a ``monitor`` that no module logs, a model
             whose output width disagrees with the data set's label count (all before training).
         FileNotFoundError: ``ckpt_path=last`` with no earlier run of the task, or a ``ckpt_path`` that is missing.
+        ValueError: A ``ckpt_path`` that is damaged, foreign or holds pickled objects (``PickledFileError``), read
+            with ``weights_only=True`` before anything is built.
     """
     start = time.perf_counter()
     check_train_config(cfg)
     # unpickling and remote code are opt-ins of a Python call, never of a config (a run folder's config is reloaded)
     check_keys(OmegaConf.to_container(cfg, resolve=False))
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir, _is_multirun())
+    if ckpt_path:
+        _check_resume_checkpoint(ckpt_path)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, **model_kwargs(cfg.model, datamodule.num_classes))

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_compress.core.validation import ArgumentErrors, is_int, is_number
 
-__all__ = ["check_monitor", "check_train_config", "precision_values"]
+__all__ = ["accelerator_names", "check_monitor", "check_train_config", "precision_values"]
 
 _TIME = re.compile(r"^\d+(:\d{1,2}){0,3}$")  # DD:HH:MM:SS, the time-based val_check_interval
 
@@ -36,6 +36,30 @@ def precision_values() -> tuple[Any, ...]:
     for literal in typing.get_args(_PRECISION_INPUT):
         values += typing.get_args(literal) or [literal]
     return tuple(values)
+
+
+def accelerator_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The ``accelerator`` values Lightning knows, and those available on this machine (read from Lightning's
+    registry, so a new accelerator is accepted here too; ``gpu`` is available where ``cuda`` or ``mps`` is).
+
+    Example:
+        >>> "cpu" in accelerator_names()[1]
+        True
+    """
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    known, here = ["auto", "gpu"], ["auto"]
+    for name in sorted(AcceleratorRegistry.available_accelerators()):
+        known.append(name)
+        try:
+            available = bool(AcceleratorRegistry[name]["accelerator"].is_available())
+        except Exception:  # an accelerator whose check itself fails (a missing driver) is not available
+            available = False
+        if available:
+            here.append(name)
+    if "cuda" in here or "mps" in here:
+        here.append("gpu")
+    return tuple(known), tuple(here)
 
 
 def _int(minimum: int, optional: bool = True) -> Callable[[Any], bool]:
@@ -98,7 +122,8 @@ _TRAINER: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 def check_train_config(cfg: DictConfig) -> None:
     """Check the types and ranges of the run's own keys (``seed``, ``monitor``, ``monitor_mode``, ``test``,
-    ``ckpt_path``, ``init_from``) and of the trainer arguments in ``_TRAINER``, before anything is instantiated.
+    ``ckpt_path``, ``init_from``), of the trainer arguments in ``_TRAINER``, ``trainer.precision`` and
+    ``trainer.accelerator`` (one available on this machine), before anything is instantiated.
 
     Raises:
         ValueError: Naming every bad key (``trainer.max_epochs``), its value and what is allowed.
@@ -118,6 +143,11 @@ def check_train_config(cfg: DictConfig) -> None:
             continue
         value = _plain(trainer[key])
         errors.require(ok(value), f"trainer.{key}", allowed, value)
+    accelerator = _plain(trainer.get("accelerator")) if "accelerator" in trainer else None
+    if isinstance(accelerator, str) and accelerator != "auto":  # an Accelerator instance is the user's own
+        here = accelerator_names()[1]
+        allowed = f"one of {', '.join(here)} (the accelerators available on this machine)"
+        errors.require(accelerator in here, "trainer.accelerator", allowed, accelerator)
     if "precision" in trainer:
         allowed_precision = precision_values()
         value = _plain(trainer.precision)
