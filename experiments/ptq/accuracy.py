@@ -48,6 +48,7 @@ from efficientnet import calibration_batch, efficientnet_lite0, photo_batch  # n
 from onnx_peer import onnx_int8, run  # noqa: E402
 
 from lightning_compress.bench import machine_info  # noqa: E402
+from lightning_compress.core.files import atomic_write_text  # noqa: E402
 from lightning_compress.data import GLUEDataModule, MNIST5kDataModule  # noqa: E402
 from lightning_compress.models import SmallCNN, huggingface_classifier, offline_minilm_path  # noqa: E402
 from lightning_compress.quantization import (  # noqa: E402
@@ -125,7 +126,7 @@ def run_mnist(seed: int, quick: bool) -> dict[str, Any]:
     row.update(_ptq_rows(fp32, data.train_dataloader(), 32, val, test, 0.003, quick, True, None, observers))
     if seed == 0 and not quick:
         table = quantization_sensitivity(fp32, data.train_dataloader(), val, plot=HERE / "sensitivity_mnist.png")
-        (HERE / "sensitivity_mnist.md").write_text(table.to_markdown() + "\n")
+        atomic_write_text(HERE / "sensitivity_mnist.md", table.to_markdown() + "\n")
     L.seed_everything(seed, verbose=False)
     module = ClassificationModule(
         copy.deepcopy(fp32).train(), num_classes=10,
@@ -165,7 +166,7 @@ def run_minilm(seed: int, quick: bool) -> dict[str, Any]:
     if seed == 0 and not quick:
         table = quantization_sensitivity(fp32, data.train_dataloader(), val[:4], calibration_batches=16,
                                          plot=HERE / "sensitivity_minilm.png")  # fmt: skip
-        (HERE / "sensitivity_minilm.md").write_text(table.to_markdown() + "\n")
+        atomic_write_text(HERE / "sensitivity_minilm.md", table.to_markdown() + "\n")
     L.seed_everything(seed, verbose=False)
     module = _minilm_module(copy.deepcopy(fp32).train(), 2e-5)
     qat = QuantizationAwareTraining(compile_int8=False, verbose=0)
@@ -253,15 +254,15 @@ def main() -> None:
     results["machine"] = machine_info()
     runs = {"mnist": run_mnist, "minilm": run_minilm, "efficientnet": run_efficientnet}
     for part in args.parts:  # no timings here: benchmark.py measures them on a quiet machine
-        chosen = [0] if part == "efficientnet" else seeds  # one pretrained model
-        rows = [runs[part](seed, args.quick) for seed in chosen]
-        kept = [r for r in results.get(part, {}).get("rows", []) if r.get("seed") not in chosen]  # other seeds' rows
-        rows = sorted(kept + rows, key=lambda r: r.get("seed", 0))
-        results[part] = {"rows": rows}
-        if part != "efficientnet":
-            results[part]["summary"] = summarise(rows)
-            print(json.dumps(results[part]["summary"], indent=1), flush=True)
-        out.write_text(json.dumps(results, indent=1))
+        for seed in [0] if part == "efficientnet" else seeds:  # one pretrained model
+            row = runs[part](seed, args.quick)  # written after every seed: an interrupted run keeps its rows
+            kept = [r for r in results.get(part, {}).get("rows", []) if r.get("seed", 0) != row.get("seed", 0)]
+            rows = sorted([*kept, row], key=lambda r: r.get("seed", 0))
+            results[part] = {"rows": rows}
+            if part != "efficientnet":
+                results[part]["summary"] = summarise(rows)
+                print(json.dumps(results[part]["summary"], indent=1), flush=True)
+            atomic_write_text(out, json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":
