@@ -3,6 +3,8 @@ ONE script, runs interleaved, ratios printed. Run it only on a quiet machine (ch
 
     python3 experiments/one_shot_quantization/benchmark.py                 # the full run (about an hour)
     python3 experiments/one_shot_quantization/benchmark.py --quick         # a smoke test of every path
+    python3 experiments/one_shot_quantization/benchmark.py --repeats 1 --rows gptq_w4_g64,wanda_24 --new-tokens 32
+                                                                          # reduced (about 12 minutes, quiet)
 
 1. One-shot wall time and peak memory growth (peak RSS over the RSS of the loaded model), for GPTQ W4 g64 and W3 g64,
    SparseGPT 50 % and 2:4, Wanda 50 % and 2:4: each row as a fresh process, ours (`worker` below) in the lower-bound
@@ -165,6 +167,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--rows", default=",".join(ONE_SHOT_ROWS),
+                        help=f"one-shot rows, comma-separated (default all: {','.join(ONE_SHOT_ROWS)})")  # fmt: skip
     args = parser.parse_args()
     if args.mode == "worker":
         worker(args.row, args.quick, args.threads)
@@ -177,11 +181,16 @@ def main() -> None:
             sys.exit(
                 f"{py} is missing: build .venv-lower with `make test-lower`'s install and .venv-peer as in peer.py"
             )
+    rows = [r for r in args.rows.split(",") if r]
+    unknown = [r for r in rows if r not in ONE_SHOT_ROWS]
+    if unknown:
+        sys.exit(f"--rows: unknown row(s) {', '.join(unknown)}; rows: {', '.join(ONE_SHOT_ROWS)}")
     up = open("/proc/loadavg").read().split()[0]
     print(f"load average {up} (time only on a quiet machine)")
     repeats = 1 if args.quick else args.repeats
     if args.mode in ("all", "one-shot"):
-        one_shot(["wanda_24"] if args.quick else list(ONE_SHOT_ROWS), repeats, args.quick, args.threads)
+        quick_rows = ["wanda_24"] if args.rows == ",".join(ONE_SHOT_ROWS) else rows[:1]
+        one_shot(quick_rows if args.quick else rows, repeats, args.quick, args.threads)
     if args.mode in ("all", "inference"):
         new_tokens = 8 if args.quick else args.new_tokens
         cmd = [OURS_PY, __file__, "inference", f"--repeats={repeats}", f"--threads={args.threads}",

@@ -27,7 +27,7 @@ import torch
 from lightning_compress.analysis.perplexity import perplexity
 from lightning_compress.core.files import atomic_folder
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 QUANTIZE = ("gptq", "awq", "rtn")
 PRUNE = ("sparsegpt", "wanda", "magnitude")
@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
+def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """``lc-oneshot-lm``: compress a causal LM in one shot; prints perplexity before and after and returns the
     summary (also printed as the last line)."""
     parser = _parser()
@@ -147,5 +147,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     return summary
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The console script: :func:`run`, exit status 0 (a console script's ``sys.exit(main())`` would treat the
+    returned summary as an error message and exit 1); a user error exits 2 with the reason (argparse)."""
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_compress.cli.oneshot_lm import main
+from lightning_compress.cli.oneshot_lm import main, run
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_gptq_writes_an_int4_model_that_reloads_and_reports_perplexity(lm_dir: s
     args = [lm_dir, "--text", f"{lm_dir}/text.txt", "--window", "32", "--calibration-windows", "4",
             "--eval-windows", "2", "--method", "gptq", "--bits", "4", "--group-size", "32",
             "--output", str(out)]  # fmt: skip
-    summary = main(args)
+    summary = run(args)
     printed = capsys.readouterr().out
     assert "perplexity before:" in printed and "perplexity after:" in printed
     assert summary["layers"] == 14 and "lm_head" in summary["skipped"]
@@ -49,9 +49,11 @@ def test_gptq_writes_an_int4_model_that_reloads_and_reports_perplexity(lm_dir: s
 def test_pruning_and_joint_modes(lm_dir: str) -> None:
     common = [lm_dir, "--text", f"{lm_dir}/text.txt", "--window", "32", "--calibration-windows", "2",
               "--eval-windows", "1"]  # fmt: skip
-    assert main([*common, "--method", "wanda", "--nm", "2:4"])["sparsity"] == 0.5
-    joint = main([*common, "--method", "gptq", "--group-size", "32", "--nm", "2:4", "--no-eval"])
+    assert run([*common, "--method", "wanda", "--nm", "2:4"])["sparsity"] == 0.5
+    joint = run([*common, "--method", "gptq", "--group-size", "32", "--nm", "2:4", "--no-eval"])
     assert joint["layers"] == 14 and "perplexity_after" not in joint
+    # the console script's entry point exits 0 (sys.exit(main()) of a returned dict would exit 1)
+    assert main([*common, "--method", "rtn", "--group-size", "32", "--no-eval"]) == 0
 
 
 @pytest.mark.parametrize(
@@ -67,5 +69,5 @@ def test_pruning_and_joint_modes(lm_dir: str) -> None:
 def test_bad_arguments_exit_with_the_reason(lm_dir: str, extra, message, capsys) -> None:
     base = [lm_dir, "--window", "32"] + ([] if "--text" in extra else ["--text", f"{lm_dir}/text.txt"])
     with pytest.raises(SystemExit):
-        main([*base, *extra])
+        run([*base, *extra])
     assert message in capsys.readouterr().err
