@@ -19,11 +19,12 @@ from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
-from lightning_compress.core.distributed import broadcast_masks
+from lightning_compress.core.distributed import broadcast_masks, gather_to_first, shard_offsets
 from lightning_compress.core.mask_callback import MaskingCallback
 from lightning_compress.core.masks import ParameterMasks, torch_optimizer
 from lightning_compress.core.metric_logging import log_metrics
 from lightning_compress.core.selection import FilterFn, prunable_weights
+from lightning_compress.core.sharding import ShardLayout, all_reduce_, local_tensor
 from lightning_compress.core.target import compression_target, steps_per_epoch
 from lightning_compress.core.validation import ArgumentErrors
 from lightning_compress.sparsity.nm_masks import partial_nm_mask
@@ -61,6 +62,13 @@ class NMSparsity(MaskingCallback):
     ``ramp_epochs > 0`` ramps in the sparsity: from the start step, every ``update_every_n_steps`` steps, a linearly
     growing fraction of the groups of ``m`` in each layer is made N:M (the groups where it removes the least magnitude
     first), reaching all groups ``ramp_epochs`` later. With ``"fixed"`` a group once N:M stays so.
+
+    Under FSDP2 (``ModelParallelStrategy``, weights sharded along dimension 0) the masks and the dense copy are of the
+    local shards: whole rows, hence whole groups (checked when ``fit`` starts; a group never straddles ranks), so the
+    masks equal a single process's on the whole weights. During a ramp the fraction of groups made N:M is chosen per
+    shard (``round(fraction * groups of the shard)``), not over the whole layer; from the end of the ramp on every
+    group is N:M either way. A checkpoint holds the whole masks and the dense values of the pruned positions, gathered
+    to the first rank, so it resumes under any sharding or none.
 
     Layers that cannot be made N:M (reduction dimension not a multiple of ``m``, depthwise convolutions, 1-D weights)
     are left dense with one warning that lists them (``strict=True``: an error instead); no weight is ever masked in a
@@ -210,6 +218,12 @@ class NMSparsity(MaskingCallback):
         self._fraction, self._dense = 0.0, None
 
     @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
+        assert self._masks is not None
+        _check_groups(self._masks.layouts, self.n, self.m)
+
+    @override
     def _attach(self, trainer: pl.Trainer) -> None:
         if self.policy == "fixed":
             super()._attach(trainer)
@@ -266,14 +280,15 @@ class NMSparsity(MaskingCallback):
             return
         self._restored.add(id(torch_optimizer(optimizer)))
         indices = self._optimizer_indices(optimizer)
-        params = [masks.params[i] for i in indices]
+        owners, local = masks.params, masks.local_params  # the local shards when sharded
+        params = [local[i] for i in indices]
         dense = [self._dense[i] for i in indices]
         if self.sr_ste_decay:
             # the weights hold mask * dense here, so decay * (dense - weight) is decay * (1 - mask) * dense
-            with_grad = [i for i, p in enumerate(params) if p.grad is not None]
-            grads = [params[i].grad for i in with_grad]
-            torch._foreach_add_(grads, [dense[i] for i in with_grad], alpha=self.sr_ste_decay)
-            torch._foreach_add_(grads, [params[i] for i in with_grad], alpha=-self.sr_ste_decay)
+            with_grad = [j for j, i in enumerate(indices) if owners[i].grad is not None]
+            grads = [local_tensor(owners[indices[j]].grad) for j in with_grad]
+            torch._foreach_add_(grads, [dense[j] for j in with_grad], alpha=self.sr_ste_decay)
+            torch._foreach_add_(grads, [params[j] for j in with_grad], alpha=-self.sr_ste_decay)
         torch._foreach_copy_(params, dense)  # SR-STE: step the dense weights with the sparse-point gradient
 
     # ------------------------------------------------------------------------------------------------- state dict
@@ -282,9 +297,12 @@ class NMSparsity(MaskingCallback):
         assert self._masks is not None
         state: dict[str, Any] = {"fraction": self._fraction}
         if self._dense is not None:  # the dense values of the pruned positions (the kept ones are the weights)
-            state["dense_pruned"] = {
-                name: d[~mask].cpu() for name, d, mask in zip(self._masks.names, self._dense, self._masks.masks)
-            }
+            masks = self._masks
+            pruned = [d[~mask] for d, mask in zip(self._dense, masks.masks)]
+            if masks.group is not None:  # the whole tensors' values, in row order, on the first rank (a collective)
+                gathered = gather_to_first(pruned, masks.group)
+                pruned = [torch.cat(parts) for parts in gathered] if gathered is not None else []
+            state["dense_pruned"] = {name: values.cpu() for name, values in zip(masks.names, pruned)}
         return state
 
     @override
@@ -297,9 +315,11 @@ class NMSparsity(MaskingCallback):
         pruned = state.get("dense_pruned")
         if self.policy == "dynamic" and pruned is not None:
             self._dense = []
-            for name, param, mask in zip(masks.names, masks.params, masks.masks):
+            counts = [int(m.numel() - m.count_nonzero()) for m in masks.masks]
+            starts = shard_offsets(counts, masks.group, masks.masks[0].device)  # where each shard's values begin
+            for name, param, mask, start, count in zip(masks.names, masks.local_params, masks.masks, starts, counts):
                 dense = param.detach().clone()
-                dense[~mask] = pruned[name].to(dense.device, dense.dtype)
+                dense[~mask] = pruned[name][start : start + count].to(dense.device, dense.dtype)
                 self._dense.append(dense)
 
     # ---------------------------------------------------------------------------------------------------- helpers
@@ -324,30 +344,33 @@ class NMSparsity(MaskingCallback):
         masks = self._masks
         assert masks is not None
         target, previous = self._target_fraction(step), self._fraction
+        local = masks.local_params  # the local shards when sharded: whole rows, so whole groups (_check_groups)
         if self.policy == "fixed":
             if target <= self._fraction:
                 return
-            self._check_finite(masks.params, f"mask update at step {step}")
-            new = [partial_nm_mask(p, self.n, self.m, target, mask) for p, mask in zip(masks.params, masks.masks)]
+            self._check_finite(local, f"mask update at step {step}")
+            new = [self._nm_mask(p, target, mask) for p, mask in zip(local, masks.masks)]
         else:
             if self._dense is None:  # the first application: the dense copy starts from the weights
-                self._dense = [p.detach().clone() for p in masks.params]
+                self._dense = [p.detach().clone() for p in local]
                 for dense, external in zip(self._dense, self._external):
                     for other in external:
                         dense.mul_(other)
             self._check_finite(self._dense, f"mask update at step {step}")
-            new = [partial_nm_mask(d, self.n, self.m, target) for d in self._dense]
-        new = broadcast_masks(new)
-        changed = sum(int((a != b).sum()) for a, b in zip(new, masks.masks)) / sum(m.numel() for m in new)
-        before, before_layers = self._zero_fraction(), _layer_zeros(masks)
+            new = [self._nm_mask(d, target) for d in self._dense]
+        if masks.group is None:
+            new = broadcast_masks(new)  # DDP: rank 0's masks on every replica
+        flips = [int((a != b).sum()) for a, b in zip(new, masks.masks)]
+        changed = sum(self._summed(flips)) / sum(x.global_numel for x in masks.layouts)
+        before, before_layers = self._zero_fraction(), self._layer_zeros()
         masks.set_masks(new)
         if self._dense is not None:
-            for param, dense in zip(masks.params, self._dense):
+            for param, dense in zip(local, self._dense):
                 param.copy_(dense)
         masks.apply_to_weights()
         self._fraction = target
 
-        after, after_layers = self._zero_fraction(), _layer_zeros(masks)
+        after, after_layers = self._zero_fraction(), self._layer_zeros()
         metrics = {"compress/nm_sparsity": after}
         if self.policy == "dynamic":
             metrics["compress/nm_mask_changed"] = changed
@@ -366,10 +389,11 @@ class NMSparsity(MaskingCallback):
             return
         self._restored.discard(id(optimizer))
         indices = self._optimizer_indices(optimizer)
+        local = masks.local_params
         for i in indices:
             for other in self._external[i] if i < len(self._external) else ():
-                masks.params[i].mul_(other)
-        torch._foreach_copy_([self._dense[i] for i in indices], [masks.params[i] for i in indices])
+                local[i].mul_(other)
+        torch._foreach_copy_([self._dense[i] for i in indices], [local[i] for i in indices])
         masks.apply_to_weights(optimizer)
 
     def _optimizer_indices(self, optimizer: Any) -> list[int]:
@@ -395,10 +419,32 @@ class NMSparsity(MaskingCallback):
                     external[position[id(param)]].append(mask)
         return external
 
+    def _nm_mask(self, weight: Tensor, fraction: float, current: Optional[Tensor] = None) -> Tensor:
+        """:func:`partial_nm_mask` of one weight (a local shard when sharded; a shard of no rows keeps its mask)."""
+        if weight.numel() == 0:
+            return torch.ones_like(weight, dtype=torch.bool) if current is None else current.clone()
+        return partial_nm_mask(weight, self.n, self.m, fraction, current)
+
+    def _summed(self, counts: list[int]) -> list[int]:
+        """Per-weight counts of the local shards, summed over the shards (a collective when sharded)."""
+        assert self._masks is not None
+        group = self._masks.group
+        if group is None:
+            return counts
+        return all_reduce_(torch.tensor(counts, device=self._masks.masks[0].device), group).tolist()
+
+    def _zeros(self) -> list[int]:
+        assert self._masks is not None
+        return self._summed([int((p.detach() == 0).sum()) for p in self._masks.local_params])
+
     def _zero_fraction(self) -> float:
         assert self._masks is not None
-        zeros = sum(int((p.detach() == 0).sum()) for p in self._masks.params)
-        return zeros / sum(p.numel() for p in self._masks.params)
+        return sum(self._zeros()) / sum(x.global_numel for x in self._masks.layouts)
+
+    def _layer_zeros(self) -> dict[str, float]:
+        assert self._masks is not None
+        masks = self._masks
+        return {name: z / x.global_numel for name, z, x in zip(masks.names, self._zeros(), masks.layouts)}
 
     @override
     def _detach(self) -> None:
@@ -409,8 +455,24 @@ class NMSparsity(MaskingCallback):
         self._indices.clear()
 
 
-def _layer_zeros(masks: ParameterMasks) -> dict[str, float]:
-    return {name: float((p.detach() == 0).float().mean()) for name, p in zip(masks.names, masks.params)}
+def _check_groups(layouts: list[ShardLayout], n: int, m: int) -> None:
+    """Assert that no group of ``m`` straddles two ranks: each local shard holds whole rows of its weight (FSDP2
+    shards along dimension 0, the groups run along the reduction dimension inside a row) and starts on a group.
+
+    Raises:
+        ValueError: Naming the weight and its shard if a shard starts or ends inside a group.
+    """
+    for layout in layouts:
+        if not layout.sharded:
+            continue
+        whole_rows = tuple(layout.local_shape[1:]) == tuple(layout.global_shape[1:])
+        if not whole_rows or layout.flat_start % m or layout.local_shape.numel() % m:
+            raise ValueError(
+                f"NMSparsity({n}:{m}) cannot mask `{layout.name}`: its local shard {tuple(layout.local_shape)} (from"
+                f" flat index {layout.flat_start} of the whole {tuple(layout.global_shape)}) does not hold whole groups"
+                f" of {m} along the reduction dimension, so a group would straddle ranks; only whole rows per rank"
+                " (FSDP2's `fully_shard` along dimension 0) are supported"
+            )
 
 
 def _validate(
