@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_compress.core.batches import first_batch, move_data_to_device
+from lightning_compress.core.sharding import is_dtensor
 from lightning_compress.core.target import compression_target, find_network
 from lightning_compress.core.validation import check_materialized, is_int
 from lightning_compress.distillation.features import (
@@ -68,7 +69,9 @@ class DistillationModule(pl.LightningModule):
     from ``teacher`` when a run resumes); ``.train()`` never reaches it, so it stays in eval mode, and Lightning's
     "modules in eval mode" warning does not count it. It moves with the module across devices (``.to``/``.cuda``).
     It runs under ``torch.inference_mode`` (no autograd graph, no saved activations); its outputs are copied out of
-    inference mode before they enter the loss, since inference tensors cannot be saved for backward.
+    inference mode before they enter the loss, since inference tensors cannot be saved for backward. A teacher whose
+    parameters are FSDP2 ``DTensor`` s runs under ``torch.no_grad`` instead (FSDP2 modules that once ran under
+    ``inference_mode`` fail at later forwards with torch 2.14).
 
     Feature names are module paths relative to the student network (the ``.model`` of a ``ClassificationModule``) and
     the teacher network, or Hugging Face outputs ``hidden_states.K`` / ``attentions.K`` (see
@@ -416,7 +419,11 @@ class DistillationModule(pl.LightningModule):
             teacher.eval()
         if self.teacher_dtype is not None:
             inputs = _cast_floating(inputs, self.teacher_dtype)
-        with torch.inference_mode(), FeatureCapture(teacher, names) as captured:
+        # An FSDP2-sharded teacher must not run under inference_mode: with torch 2.14 its later forwards (under no_grad
+        # too) fail on the inference tensors FSDP2 kept ("Inference tensors do not track version counter").
+        first = next(teacher.parameters(), None)
+        grad_off = torch.no_grad() if first is not None and is_dtensor(first) else torch.inference_mode()
+        with grad_off, FeatureCapture(teacher, names) as captured:
             out = teacher(**inputs) if isinstance(inputs, Mapping) else teacher(inputs)
             logits = out.logits if hasattr(out, "logits") else out
         # Outside inference mode: copies are ordinary tensors, which autograd may save for the backward pass.
