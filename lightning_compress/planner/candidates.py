@@ -10,7 +10,7 @@ int8      ``model.pt2`` (``save_quantized``)            ``load_quantized``
 pruned    a ``save_pruned`` folder                      ``load_pruned``
 sparse    ``model.lc.safetensors`` (``save_compressed``  the architecture + ``load_compressed``
           bitmask encoding)
-int4      ``model.safetensors`` (``save_weight_only``)  (not read back: exported when made)
+int4      ``model.safetensors`` (``save_weight_only``)  the architecture in bf16 + ``load_weight_only``
 ========  ===========================================  ========================================
 
 Example:
@@ -81,7 +81,13 @@ class Candidate:
         else:
             from safetensors.torch import save_file
 
-            state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+            state, seen = {}, set()
+            for k, v in self.model.state_dict().items():
+                key = (v.data_ptr(), v.dtype, tuple(v.shape)) if v.numel() else None
+                if key is not None and key in seen:  # a tied tensor (an output head tied to the embedding): once
+                    continue
+                seen.add(key)
+                state[k] = v.detach().contiguous().cpu()
             with atomic_path(path) as tmp:
                 save_file(state, str(tmp))
         return path
@@ -98,7 +104,7 @@ def load_artifact(kind: str, path: Path, original: nn.Module) -> nn.Module:
     """The model a :meth:`Candidate.save` wrote (for a candidate made before a resume).
 
     Raises:
-        ValueError: For ``int4`` candidates (exported when they are made, not read back) or an unknown kind.
+        ValueError: For an unknown kind.
     """
     if kind == "int8":
         from lightning_compress.quantization.serialization import load_quantized
@@ -118,4 +124,10 @@ def load_artifact(kind: str, path: Path, original: nn.Module) -> nn.Module:
         else:
             state = read_state_dict(path, "a planner candidate")
         return load_network_weights(copy.deepcopy(original), state, what=f"the planner candidate {path}")
+    if kind == "int4":
+        import torch
+
+        from lightning_compress.quantization.weight_only import load_weight_only
+
+        return load_weight_only(copy.deepcopy(original).to(torch.bfloat16), path)
     raise ValueError(f"a {kind!r} candidate is not read back; its file is {path}")

@@ -4,6 +4,10 @@ candidate is timed round-robin with the fp32 model (interleaved repeats), every 
 and a wide spread, re-measured, and marked untrusted with the figures when it stays so (a latency target is then not
 met: :meth:`~lightning_compress.planner.budget.Budget.hardware_shortfalls`).
 
+With ``metric="perplexity"`` the validation batches are token windows ``(B, L)`` and the metric is the perplexity
+over all of them (:func:`~lightning_compress.analysis.perplexity.perplexity`; lower is better). With ``time=False``
+nothing is timed (a memory-only budget of a language model: latency, throughput and peak memory stay None).
+
 Anything with a ``measure(model, size_bytes) -> Measurement`` method can stand in (tests fake the numbers).
 
 Example:
@@ -41,11 +45,12 @@ class BenchMeasurer:
         baseline: The fp32 model every timing is interleaved with (its first row is its own timing).
         val_batches: Labelled validation batches (a list), for the metric.
         example_inputs: One batch of model inputs at the budget's batch size.
-        metric: ``"accuracy"``, ``"agreement"`` or ``metric(logits, labels)`` (see
-            :func:`~lightning_compress.quantization.calibration.evaluate`).
+        metric: ``"accuracy"``, ``"agreement"``, ``"perplexity"`` (token-window batches) or
+            ``metric(logits, labels)`` (see :func:`~lightning_compress.quantization.calibration.evaluate`).
         device: Where the candidates run.
         warmup, repeats, min_warmup_s: As for :class:`~lightning_compress.bench.timing.PathTimer`.
         checks: The busy-machine and spread checks (None: none, for tests only).
+        time: Time every candidate (False: the metric only).
     """
 
     def __init__(
@@ -59,6 +64,7 @@ class BenchMeasurer:
         repeats: int = 10,
         min_warmup_s: float = 0.25,
         checks: Optional[TimingChecks] = TimingChecks(),  # noqa: B008 -- frozen, shared safely
+        time: bool = True,
     ) -> None:
         self.device = torch.device(device)
         self.baseline = baseline.to(self.device).eval()
@@ -67,7 +73,8 @@ class BenchMeasurer:
         self.metric = metric
         self.timer = PathTimer(batch_size_of(self.inputs), self.device, warmup, repeats, min_warmup_s, checks=checks)
         self._reference: Optional[list[torch.Tensor]] = None
-        self.baseline_row = self._time(self.baseline, "fp32")
+        self.time = time
+        self.baseline_row = self._time(self.baseline, "fp32") if time else BenchResult("fp32", "planner")
 
     def _time(self, model: nn.Module, name: str) -> BenchResult:
         row = self.timer.run(BenchResult(name, "planner"), lambda: lambda: call_model(model, self.inputs))
@@ -77,6 +84,10 @@ class BenchMeasurer:
 
     def _metric(self, model: nn.Module) -> float:
         batches = [move_data_to_device(b, self.device) for b in self.val_batches]
+        if self.metric == "perplexity":
+            from lightning_compress.analysis.perplexity import perplexity
+
+            return perplexity(model, torch.cat(batches)).perplexity
         if self.metric == "agreement" and self._reference is None:
             from lightning_compress.quantization.calibration import logits_of, split_labels
 
@@ -89,7 +100,10 @@ class BenchMeasurer:
         """The metric and the interleaved timing of ``model`` (the baseline itself: its own row)."""
         if isinstance(model, nn.Module):
             model.eval()
-        row = self.baseline_row if model is self.baseline else self._time(model, name or type(model).__name__)
+        if model is self.baseline or not self.time:
+            row = self.baseline_row
+        else:
+            row = self._time(model, name or type(model).__name__)
         return Measurement(
             metric=self._metric(model),
             latency_ms=row.latency_ms,

@@ -162,7 +162,13 @@ class Unstructured:
 
     def skip_reason(self, ctx: WalkContext) -> Optional[str]:
         from lightning_compress.planner.hardware import sparse_kernel_speedup
+        from lightning_compress.planner.language_model import is_causal_lm
 
+        if is_causal_lm(ctx.network):
+            return (f"{type(ctx.network).__name__} is a causal LM: the unstructured candidate is a one-shot magnitude"
+                    f" prune to {ctx.settings.unstructured_sparsity:.0%}, which a language model's perplexity does"
+                    " not survive; one-shot SparseGPT / Wanda pruning of LLMs is lc-oneshot-lm's"
+                    " (--method sparsegpt)")  # fmt: skip
         check = self.kernel_check or sparse_kernel_speedup
         sparsity = ctx.settings.unstructured_sparsity
         row = check(copy.deepcopy(ctx.network), ctx.example_inputs, sparsity, device=ctx.device)

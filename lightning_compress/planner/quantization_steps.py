@@ -1,5 +1,10 @@
 """The quantization steps of the walk: PTQ INT8, sensitivity-guided PTQ (the most sensitive layers kept in float), a
-QAT fine-tune, and INT4 weight-only (GPTQ) for LLM-style models when memory is the target.
+QAT fine-tune, and INT4 weight-only (GPTQ or AWQ) for LLM-style models when memory is the target.
+
+A causal LM skips the static INT8 steps (they quantize activations, whose outlier channels a language model is known
+for, through a graph captured at one input shape) and goes to the INT4 weight-only step; its candidate ships the
+INT4 Linear layers (codes, scales, zeros) and every other tensor (embedding, norms; the output head when it is tied
+to the embedding) in bf16, and is measured as it ships (bf16 compute).
 
 Each step says why it is skipped from the numbers earlier steps measured: keeping layers in float or fine-tuning with
 QAT can only recover accuracy, never make the INT8 graph faster or smaller, so they run only when PTQ lost too much
@@ -21,9 +26,19 @@ import lightning.pytorch as pl
 from torch import nn
 
 from lightning_compress.planner.candidates import Candidate
+from lightning_compress.planner.language_model import is_causal_lm
 from lightning_compress.planner.steps import CandidateRecord, WalkContext
 
-__all__ = ["Int4WeightOnly", "PTQInt8", "PTQSensitivity", "QATInt8", "fine_tune_trainer", "ptq_candidate"]
+__all__ = [
+    "Int4WeightOnly",
+    "PTQInt8",
+    "PTQSensitivity",
+    "QATInt8",
+    "fine_tune_trainer",
+    "int4_group_size",
+    "is_causal_lm",
+    "ptq_candidate",
+]
 
 
 def fine_tune_trainer(ctx: WalkContext, folder: Path, max_epochs: int, callbacks: Sequence[Any], **kwargs: Any):  # noqa: ANN201
@@ -68,8 +83,8 @@ def _ptq_rules_out_recovery(ctx: WalkContext, what: str) -> Optional[str]:
         why = f" ({record.status}: {record.reason})" if record is not None and record.reason else ""
         return f"{what} starts from the PTQ INT8 model, and there is none{why}"
     drop = ctx.drop(ptq)
-    if drop <= ctx.budget.max_drop:
-        return (f"PTQ INT8 lost only {drop:.2f} points (budget {ctx.budget.max_drop:g}): {what} recovers accuracy"
+    if drop <= ctx.budget.allowed_drop:
+        return (f"PTQ INT8 lost only {drop:.2f} points (budget {ctx.budget.allowed_drop:g}): {what} recovers accuracy"
                 " and cannot make the INT8 graph faster or smaller")  # fmt: skip
     hardware = ctx.budget.hardware_shortfalls(ptq.measurement, ctx.baseline)
     if hardware:
@@ -83,6 +98,9 @@ class PTQInt8:
     name, title = "ptq_int8", "PTQ INT8"
 
     def skip_reason(self, ctx: WalkContext) -> Optional[str]:
+        if is_causal_lm(ctx.network):
+            return (f"{type(ctx.network).__name__} is a causal LM: static INT8 (PT2E) quantizes its activations too,"
+                    " through a graph captured at one input shape; the walk takes INT4 weight-only for it")  # fmt: skip
         return ctx.facts.int8_reason
 
     def run(self, ctx: WalkContext) -> Sequence[Candidate]:
@@ -156,34 +174,48 @@ def _adamw(lr: float):  # noqa: ANN202
     return functools.partial(torch.optim.AdamW, lr=lr)
 
 
-def is_causal_lm(model: nn.Module) -> bool:
-    """A Hugging Face causal language model (``...ForCausalLM`` with a ``generate`` method)."""
-    return type(model).__name__.endswith("ForCausalLM") and hasattr(model, "generate")
+def int4_group_size(model: nn.Module, asked: Optional[int] = None) -> int:
+    """``asked``, or the largest of 128, 64, 32 that divides the input width of every Linear layer of ``model``.
+
+    Raises:
+        ValueError: If none does (the widths are listed).
+    """
+    if asked is not None:
+        return asked
+    widths = sorted({m.in_features for m in model.modules() if isinstance(m, nn.Linear)})
+    for size in (128, 64, 32):
+        if all(w % size == 0 for w in widths):
+            return size
+    raise ValueError(f"no INT4 group size of 128, 64 or 32 divides every Linear input width ({widths}); set"
+                     " int4_group_size (--int4-group-size)")  # fmt: skip
 
 
 class Int4WeightOnly:
-    """INT4 weight-only (GPTQ, groups of 128) of the Linear layers of an LLM-style model, when memory is the target."""
+    """INT4 weight-only (GPTQ or AWQ, in groups) of the Linear layers of an LLM-style model, when memory is the
+    target: the rest of the model ships in bf16."""
 
-    name, title = "int4_weight_only", "INT4 weight-only (GPTQ)"
+    name, title = "int4_weight_only", "INT4 weight-only (GPTQ / AWQ)"
 
     def skip_reason(self, ctx: WalkContext) -> Optional[str]:
         if not is_causal_lm(ctx.network):
             return (f"INT4 weight-only is for LLM-style models (a causal LM's Linear weights, memory-bound decoding);"
                     f" this model is a {type(ctx.network).__name__}")  # fmt: skip
         if not ctx.budget.targets_size:
-            return "INT4 weight-only saves memory; the budget has no size target (size_ratio / size_mb)"
+            return ("INT4 weight-only saves memory; the budget has no memory target (weight_bytes_ratio, size_ratio"
+                    " / size_mb)")  # fmt: skip
         return None
 
     def run(self, ctx: WalkContext) -> Sequence[Candidate]:
-        from lightning_compress.quantization.weight_only.quantize import one_shot_quantize
+        import torch
 
+        from lightning_compress.quantization.weight_only import one_shot_quantize, to_weight_only_
+
+        method, group = ctx.settings.int4_method, int4_group_size(ctx.network, ctx.settings.int4_group_size)
         batches = ctx.settings.calibration_batches
-        model, _ = one_shot_quantize(
-            copy.deepcopy(ctx.network),
-            ctx.train_data,
-            method="gptq",
-            bits=4,
-            group_size=128,
-            calibration_batches=batches,
-        )
-        return [Candidate("int4_gptq", "int4", model, "GPTQ W4A16, groups of 128")]
+        model, result = one_shot_quantize(copy.deepcopy(ctx.network), ctx.train_data, method=method, bits=4,
+                                          group_size=group, calibration_batches=batches)  # fmt: skip
+        model = to_weight_only_(model.to(torch.bfloat16), result, dtype=torch.bfloat16)
+        note = (f"{method.upper()} W4A16 g{group} ({len(result.layers)} Linear layers, {result.calibration_batches}"
+                f" calibration windows), the rest bf16")  # fmt: skip
+        details = {"layers": len(result.layers), "skipped": sorted(result.skipped), "group_size": group}
+        return [Candidate(f"int4_{method}", "int4", model, note, details)]

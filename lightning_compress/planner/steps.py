@@ -48,6 +48,9 @@ class PlannerSettings:
         lr: Learning rate of the fine-tunes (AdamW).
         explore: Go on after the first candidate that meets the budget, and choose the best of all that do.
         limit_train_batches: Training batches per fine-tune epoch (None: all).
+        int4_method: ``"gptq"`` or ``"awq"``: how the INT4 weight-only step rounds (``one_shot_quantize``).
+        int4_group_size: Inputs per INT4 scale; None: the largest of 128, 64, 32 that divides the input width of
+            every Linear layer quantized.
 
     Raises:
         ValueError: On a bad value (all listed at once).
@@ -62,6 +65,8 @@ class PlannerSettings:
     lr: float = 1e-3
     explore: bool = False
     limit_train_batches: Optional[int] = None
+    int4_method: str = "gptq"
+    int4_group_size: Optional[int] = None
 
     def __post_init__(self) -> None:
         errors = ArgumentErrors("PlannerSettings: ")
@@ -74,6 +79,8 @@ class PlannerSettings:
         errors.number("lr", self.lr, above=0)
         errors.bool("explore", self.explore)
         errors.int("limit_train_batches", self.limit_train_batches, optional=True)
+        errors.one_of("int4_method", self.int4_method, ("gptq", "awq"))
+        errors.int("int4_group_size", self.int4_group_size, optional=True)
         errors.raise_if_any()
 
 
@@ -139,7 +146,8 @@ class WalkContext:
         baseline: The fp32 model's measurement.
         records: The steps finished so far (this run and before a resume), by name.
         num_classes: Outputs of the classifier (None for a language model).
-        metric: The metric (see :func:`~lightning_compress.quantization.calibration.evaluate`).
+        metric: The metric (see :func:`~lightning_compress.quantization.calibration.evaluate`), or
+            ``"perplexity"`` (a causal LM on token windows).
         run_dir: The planner's run folder.
         log: Prints one line.
     """

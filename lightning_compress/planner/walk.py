@@ -5,6 +5,11 @@ first candidate that meets the budget (unless ``explore``), skips with the reaso
 numbers so far rule out, and writes the table, the Pareto plot, the report and the chosen model into the run folder,
 which resumes after a crash at the first unfinished step (:mod:`~lightning_compress.planner.state`).
 
+A causal language model walks with ``metric="perplexity"`` on token windows (``data`` = ``(calibration windows,
+evaluation windows)``, see :func:`~lightning_compress.planner.language_model.lm_windows`) and a budget with
+``max_ppl_increase`` (and typically ``weight_bytes_ratio``, its memory target): the static INT8 steps skip it, the
+INT4 weight-only step quantizes it, and when the budget has no latency target nothing is timed.
+
 Example:
     >>> budget = Budget(max_drop=0.5, latency_ratio=0.3)
     >>> result = compress(module, datamodule, budget, run_dir="compress")  # doctest: +SKIP
@@ -33,6 +38,7 @@ from lightning_compress.core.validation import ArgumentErrors, check_finite, che
 from lightning_compress.planner.budget import Budget, Measurement
 from lightning_compress.planner.candidates import Candidate, artifact_size, load_artifact
 from lightning_compress.planner.hardware import MachineFacts, machine_facts
+from lightning_compress.planner.language_model import bf16_weight_bytes, weight_bytes
 from lightning_compress.planner.measurer import BenchMeasurer, Measurer
 from lightning_compress.planner.progress import WalkProgress
 from lightning_compress.planner.state import PlannerState
@@ -130,7 +136,12 @@ def _validate(model: Any, budget: Any, settings: Any, steps: Any, metric: Any, d
         errors.require(not unknown and len(set(steps)) == len(steps) and len(steps) > 0, "steps",
                        f"distinct names from {', '.join(STEP_ORDER)}", list(steps))  # fmt: skip
     if isinstance(metric, str):
-        errors.one_of("metric", metric, METRICS)
+        errors.one_of("metric", metric, (*METRICS, "perplexity"))
+        if isinstance(budget, Budget) and (metric == "perplexity") != budget.lower_is_better:
+            errors.add(f"metric={metric!r} needs a budget with "
+                       + ("`max_ppl_increase` (perplexity is lower-is-better)" if metric == "perplexity"
+                          else f"`max_drop` (points of {metric}); `max_ppl_increase` goes with metric='perplexity'")
+                       + f", got {budget.describe()}")  # fmt: skip
     else:
         errors.callable("metric", metric, "(logits, labels) -> float", optional=False)
     errors.one_of("device", str(device), ("cpu", "cuda"))
@@ -146,7 +157,16 @@ def _validate(model: Any, budget: Any, settings: Any, steps: Any, metric: Any, d
 def _check_data(val_batches: list, metric: Metric) -> None:
     if not val_batches:
         raise ValueError("compress: the validation data yielded no batch: the planner measures every candidate on it")
-    if metric == "accuracy" and split_labels(val_batches[0])[1] is None:
+    if metric == "perplexity":
+        bad = [i for i, b in enumerate(val_batches) if not (isinstance(b, torch.Tensor) and b.dim() == 2
+                                                              and not b.is_floating_point())]  # fmt: skip
+        if bad:
+            raise ValueError(
+                f'compress: metric="perplexity" needs validation batches of token ids, integer tensors (B, L);'
+                f" batch {bad[0]} is {type(val_batches[bad[0]]).__name__}"
+                f" {tuple(getattr(val_batches[bad[0]], 'shape', ()))} (see planner.language_model.lm_windows)"
+            )
+    elif metric == "accuracy" and split_labels(val_batches[0])[1] is None:
         raise ValueError(
             'compress: metric="accuracy" needs labelled validation batches ((inputs, labels) or a dict with'
             ' "labels"), and the first batch has no labels; pass labelled data, or metric="agreement" (top-1'
@@ -159,7 +179,11 @@ def _choose(records: Sequence[CandidateRecord], budget: Budget, baseline: Measur
         m = c.measurement
         lat = 1 / m.speedup if m.speedup else float("inf")
         size = m.size_bytes / baseline.size_bytes if m.size_bytes and baseline.size_bytes else float("inf")
-        return (lat if budget.targets_latency else size, size, -m.metric)
+        if budget.weight_bytes_ratio is not None:
+            size = (
+                m.weight_bytes / baseline.bf16_weight_bytes if m.weight_bytes and baseline.bf16_weight_bytes else size
+            )
+        return (lat if budget.targets_latency else size, size, -budget.score(m))
 
     met = [c for c in records if c.met]
     if met:
@@ -167,7 +191,7 @@ def _choose(records: Sequence[CandidateRecord], budget: Budget, baseline: Measur
     accurate = [c for c in records if budget.accuracy_shortfall(c.measurement, baseline) is None]
     if accurate:
         return min(accurate, key=lambda c: (len(c.shortfalls), cost(c))), False
-    return (max(records, key=lambda c: c.measurement.metric) if records else None), False
+    return (max(records, key=lambda c: budget.score(c.measurement)) if records else None), False
 
 
 def _export(chosen: CandidateRecord, model: Optional[nn.Module], original: nn.Module, run_dir: Path,
@@ -227,13 +251,16 @@ def compress(
         settings: :class:`~lightning_compress.planner.steps.PlannerSettings` (or a mapping): fine-tune epochs,
             pruning fraction, ``explore``.
         steps: The steps to walk, from :data:`~lightning_compress.planner.steps.STEP_ORDER` (walked in that order).
-        metric: ``"accuracy"`` (labelled data), ``"agreement"`` (with the fp32 model) or ``metric(logits, labels)``.
+        metric: ``"accuracy"`` (labelled data), ``"agreement"`` (with the fp32 model), ``"perplexity"`` (a causal
+            LM on token-window batches ``(B, L)``; the budget gives ``max_ppl_increase``) or
+            ``metric(logits, labels)``.
         device: ``"cpu"`` or ``"cuda"``: where candidates run and are timed.
         export_formats: Formats the chosen model is also exported to (its own file is always copied to ``chosen/``).
         restart: Start the walk again in a folder that holds one (else a walk with another budget is an error).
         repeats: Timed calls per candidate (interleaved with the fp32 model).
         checks: The busy-machine and spread checks of every timing (None: none; for tests).
-        measurer: Measures candidates (default: :class:`~lightning_compress.planner.measurer.BenchMeasurer`).
+        measurer: Measures candidates (default: :class:`~lightning_compress.planner.measurer.BenchMeasurer`; it
+            times nothing for a perplexity walk whose budget has no latency target).
         step_impls: Step implementations by name (default :func:`default_steps`; tests pass fakes).
         facts: What the machine has (default :func:`~lightning_compress.planner.hardware.machine_facts`).
         progress: Show a rich progress bar (else plain lines).
@@ -261,28 +288,37 @@ def compress(
     train_data, val_data = _loaders(data)
     val_batches = [move_data_to_device(b, torch.device("cpu")) for b in val_data]
     _check_data(val_batches, metric)
-    example = _example_inputs(val_batches, budget.batch_size)
+    language = metric == "perplexity"
+    example = _example_inputs(val_batches, budget.batch_size if budget.targets_latency or not language else 1)
     run_dir = Path(run_dir)
     ordered = [s for s in STEP_ORDER if s in steps]
     state = PlannerState.load_or_new(run_dir, budget, settings, ordered, restart=restart)
     impls = dict(step_impls) if step_impls is not None else default_steps()
     facts = facts or machine_facts(device)
     network = network.to(facts.device)
-    with torch.no_grad():
-        logits = logits_of(call_model(network, move_data_to_device(example, torch.device(facts.device))))
-    num_classes = getattr(data, "num_classes", None) or (int(logits.shape[-1]) if logits.dim() == 2 else None)
+    num_classes = None
+    if not language:
+        with torch.no_grad():
+            logits = logits_of(call_model(network, move_data_to_device(example, torch.device(facts.device))))
+        num_classes = getattr(data, "num_classes", None) or (int(logits.shape[-1]) if logits.dim() == 2 else None)
     if measurer is None:
-        measurer = BenchMeasurer(network, val_batches, example, metric, facts.device, repeats=repeats, checks=checks)
+        measurer = BenchMeasurer(network, val_batches, example, metric, facts.device, repeats=repeats, checks=checks,
+                                 time=budget.targets_latency or not language)  # fmt: skip
     baseline_file = Candidate("fp32", "float", network).save(run_dir / "candidates" / "fp32", example)
     if state.baseline is None:
         state.baseline = measurer.measure(network, artifact_size(baseline_file), "fp32")
+        if budget.weight_bytes_ratio is not None:
+            state.baseline.weight_bytes, state.baseline.bf16_weight_bytes = (
+                weight_bytes(network),
+                bf16_weight_bytes(network),
+            )
         state.save()
     made: dict[str, nn.Module] = {}
     ctx = WalkContext(network, train_data, val_data, example, budget, settings, facts, state.baseline,
                       state.records, num_classes, metric, run_dir)  # fmt: skip
     with WalkProgress(len(ordered), enabled=progress) as bar:
         ctx.log = bar.log
-        bar.log(f"lc-compress: {budget.describe()}; fp32 accuracy {100 * state.baseline.metric:.2f} %"
+        bar.log(f"lc-compress: {budget.describe()}; fp32 {_metric_text(budget, state.baseline)}"
                 + (f"; resuming {run_dir} after {', '.join(state.records)}" if state.records else ""))  # fmt: skip
         for name in ordered:
             done = [c for r in state.records.values() for c in r.candidates if c.met]
@@ -296,7 +332,7 @@ def compress(
             bar.start(step.title)
             state.records[name] = record = _run_step(step, ctx, measurer, made)
             state.save()
-            bar.done(_line(record))
+            bar.done(_line(record, budget))
     candidates = [c for r in state.records.values() for c in r.candidates]
     chosen, met = _choose(candidates, budget, state.baseline, settings.explore)
     records = [state.records[s] for s in ordered if s in state.records]
@@ -340,6 +376,8 @@ def _run_step(step: Step, ctx: WalkContext, measurer: Measurer, made: dict[str, 
             first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
             problems.append(f"{candidate.name} could not be written or measured ({type(err).__name__}: {first})")
             continue
+        if ctx.budget.weight_bytes_ratio is not None:
+            measurement.weight_bytes = weight_bytes(candidate.model)
         measurement.wall_s = made_s + time.perf_counter() - t0
         shortfalls = ctx.budget.shortfalls(measurement, ctx.baseline)
         details = candidate.details or {}
@@ -354,13 +392,17 @@ def _run_step(step: Step, ctx: WalkContext, measurer: Measurer, made: dict[str, 
     return record
 
 
-def _line(record: StepRecord) -> str:
+def _metric_text(budget: Budget, m: Measurement) -> str:
+    return f"perplexity {m.metric:.3f}" if budget.lower_is_better else f"accuracy {100 * m.metric:.2f} %"
+
+
+def _line(record: StepRecord, budget: Budget) -> str:
     if record.status != "done":
         return f"{record.step}: {record.status}: {record.reason}"
     parts = []
     for c in record.candidates:
         m = c.measurement
         lat = f"{1 / m.speedup:.3f}x fp32" if m.speedup else "latency -"
-        parts.append(f"{c.name}: {100 * m.metric:.2f} %, {lat}{' (!)' if m.untrusted else ''}, "
+        parts.append(f"{c.name}: {_metric_text(budget, m)}, {lat}{' (!)' if m.untrusted else ''}, "
                      + ("meets the budget" if c.met else "short: " + "; ".join(c.shortfalls)))  # fmt: skip
     return " | ".join(parts)

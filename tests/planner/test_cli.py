@@ -18,7 +18,7 @@ def test_bad_options_exit_2_naming_each_before_any_work(tmp_path, capsys) -> Non
                  str(tmp_path / "run")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2
-    for text in ("`--max-drop` must be a number >= 0, got -1.0", "`--latency-ratio` must be in (0, 1] or None, got 2.0",
+    for text in ("`--max-drop` must be a number >= 0 or None, got -1.0", "`--latency-ratio` must be in (0, 1] or None, got 2.0",
                  "--steps can name ptq_int8"):  # fmt: skip
         assert text in err, err
     assert not (tmp_path / "run").exists()
@@ -60,3 +60,30 @@ def test_the_real_walk_measures_ptq_int8_and_writes_every_output(tmp_path, capsy
     assert (out / "chosen" / "model.pt2").read_bytes() == artifact.read_bytes()
     assert {"candidates.csv", "candidates.md", "report.md", "pareto.png"} <= {p.name for p in out.iterdir()}
     assert "**Chosen: ptq_int8**" in (out / "report.md").read_text()
+
+
+def test_language_model_options_are_checked_before_any_work(tmp_path, capsys) -> None:
+    out = tmp_path / "lm"
+    code = main([str(tmp_path / "missing"), "--metric", "perplexity", "--max-ppl-increase", "ten",
+                 "--weight-bytes-ratio", "3", "--window", "1", "--text", str(tmp_path / "no.txt"),
+                 "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    for text in ("`--max-ppl-increase` must be a number > 0", "`--weight-bytes-ratio` must be in (0, 2]",
+                 "`model` must be a Hugging Face causal-LM folder", "`--window` must be",
+                 "`--text` must be"):  # fmt: skip
+        assert text in err, err
+    assert main([SPEC, "--max-drop", "1", "--max-ppl-increase", "10%", "--weight-bytes-ratio", "0.35"]) == 2
+    err = capsys.readouterr().err
+    assert "exactly one of `--max-drop`" in err and "--max-ppl-increase (e.g. 10%) goes with --metric perplexity" in err
+    assert main([str(tmp_path), "--metric", "perplexity", "--max-drop", "1", "--weight-bytes-ratio", "0.35",
+                 "--gguf-file", "x.gguf"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "--metric perplexity needs it" in err and "`--gguf-file` must be a file inside" in err
+
+
+def test_max_ppl_increase_reads_percent_or_fraction() -> None:
+    from lightning_compress.cli.compress import _ppl_increase
+
+    assert _ppl_increase("10%") == pytest.approx(0.1) and _ppl_increase("0.25") == 0.25
+    assert _ppl_increase(None) is None and _ppl_increase("ten") == "ten"
