@@ -156,6 +156,16 @@ def _opt() -> torch.optim.Optimizer:
     return torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
 
 
+def _fit_on_an_empty_loader() -> None:
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)  # fmt: skip
+    empty = DataLoader(TensorDataset(torch.randn(0, 8), torch.zeros(0, dtype=torch.long)))
+    trainer.fit(lc.ClassificationModule(nn.Linear(8, 2), num_classes=2), empty)
+
+
 def _meta(builder: Callable[[], nn.Module]) -> nn.Module:
     with torch.device("meta"):
         return builder()
@@ -231,6 +241,8 @@ API = [
         ValueError, ("'w'", "list")),
     Bad("report-meta", lambda f: lc.compression_report(_meta(lambda: nn.Sequential(nn.Linear(4, 2)))), ValueError,
         ("`source`", "meta device", "0.weight")),
+    Bad("cls-empty-train-loader", lambda f: _fit_on_an_empty_loader(), ValueError,
+        ("ClassificationModule", "train dataloader is empty (0 batches)", "limit_train_batches=0")),
     Bad("report-state-meta", lambda f: lc.compression_report({"fc.weight": torch.empty(2, 2, device="meta")}),
         ValueError, ("`source`", "meta device", "fc.weight")),
     Bad("sparsity-report-meta", lambda f: lc.sparsity_report(_meta(lambda: nn.Sequential(nn.Linear(4, 2)))),

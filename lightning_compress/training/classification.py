@@ -15,7 +15,7 @@ from torchmetrics.classification import BinaryF1Score, MatthewsCorrCoef, Multicl
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 from typing_extensions import override
 
-from lightning_compress.core.batches import first_batch
+from lightning_compress.core.batches import first_batch, stage_dataloader
 from lightning_compress.core.validation import ArgumentErrors
 
 __all__ = ["ClassificationModule", "task_metrics", "METRIC_NAMES"]
@@ -84,7 +84,8 @@ class ClassificationModule(pl.LightningModule):
         label_smoothing: cross-entropy label smoothing.
 
     Raises:
-        ValueError: bad ``num_classes``, metric names, ``scheduler_interval`` or ``label_smoothing``.
+        ValueError: bad ``num_classes``, metric names, ``scheduler_interval`` or ``label_smoothing``; when ``fit``
+            starts on an empty train dataloader.
 
     Example:
         >>> module = ClassificationModule(nn.Linear(4, 3), num_classes=3)
@@ -208,6 +209,20 @@ class ClassificationModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         if self.num_classes is None:
             self.check_num_classes(first_batch(self.trainer, stage))
+        elif stage == "fit" and self.trainer.limit_train_batches != 0:
+            self._check_train_loader()
+
+    def _check_train_loader(self) -> None:
+        """An empty train loader is an error before anything runs (Lightning only warns, then fits nothing)."""
+        try:
+            batches = len(stage_dataloader(self.trainer, "fit"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):  # no length (an iterable dataset), or no loader: Lightning reports that
+            return
+        if batches == 0:
+            raise ValueError(
+                "ClassificationModule: the train dataloader is empty (0 batches), so fit would run no training step;"
+                " pass a dataloader with at least one batch (or set `limit_train_batches=0` to skip training)"
+            )
 
     @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
