@@ -330,6 +330,8 @@ def readme_section(before: dict, after: dict) -> str:
     for name, run in (("before", before), ("after", after)):
         if run.get("rerun"):
             lines += ["", f"Run again with `--only ... --update` ({name}): {', '.join(run['rerun'])}."]
+    notes = dict.fromkeys(run["note"] for run in (before, after) if run.get("note"))
+    lines += [line for note in notes for line in ("", f"Note: {note}")]
     lines += ["", "| case | area | what | owner | before | after | after: message or reason |", "|---" * 7 + "|"]
     for case_id, r in a.items():
         old = b.get(case_id, {}).get("outcome", "-")
