@@ -19,6 +19,7 @@ QAT on the same model and data (MNIST-5k SmallCNN, 3,500 digits; MiniLM, 2,000 R
 Run on a quiet machine (check ``uptime``), from the repository root:
     .venv/bin/python experiments/ptq/benchmark.py                 # everything, ~20 min on 2 cores
     .venv/bin/python experiments/ptq/benchmark.py --quick         # tiny shapes, one round: proves the script works
+    .venv/bin/python experiments/ptq/benchmark.py --models smallcnn,minilm --rounds 3 --repeats 5   # reduced, ~10 min
 Results are printed and written to experiments/ptq/speed.json (--quick: speed_quick.json).
 """
 
@@ -49,6 +50,7 @@ from onnx_peer import export_onnx, onnx_int8, run, session  # noqa: E402
 
 from lightning_compress.bench import machine_info, measure  # noqa: E402
 from lightning_compress.core.batches import call_model  # noqa: E402
+from lightning_compress.core.files import atomic_write_text  # noqa: E402
 from lightning_compress.models import SmallCNN, huggingface_classifier, offline_minilm_path  # noqa: E402
 from lightning_compress.quantization import QuantizationAwareTraining, quantize  # noqa: E402
 from lightning_compress.training.classification import ClassificationModule  # noqa: E402
@@ -70,29 +72,35 @@ def minilm_inputs(batch: int, length: int) -> dict[str, torch.Tensor]:
     return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
 
 
-def cases(quick: bool) -> list[tuple[str, str, nn.Module, Any, list]]:
-    """``(name, task key in accuracy.json, fp32 model, timed inputs, calibration batches)``."""
+MODELS = ("smallcnn", "resnet18", "efficientnet", "minilm")
+
+
+def cases(quick: bool, models: tuple[str, ...] = MODELS) -> list[tuple[str, str, nn.Module, Any, list]]:
+    """``(name, task key in accuracy.json, fp32 model, timed inputs, calibration batches)`` of ``models``."""
     from lightning_compress.models import torchvision_model
 
     torch.manual_seed(0)
     out = []
-    for batch in (8,) if quick else (64, 256):
+    for batch in () if "smallcnn" not in models else (8,) if quick else (64, 256):
         x = torch.randn(batch, 1, 28, 28)
         out.append(
             (f"smallcnn_b{batch}", "mnist", SmallCNN().eval(), x, [torch.randn(64, 1, 28, 28) for _ in range(8)])
         )
     side, batch = (64, 1) if quick else (224, 8)
-    resnet = torchvision_model("resnet18", num_classes=1000).eval()
-    out.append((f"resnet18_{side}_b{batch}", "", resnet, torch.randn(batch, 3, side, side),
-                [torch.randn(8, 3, side, side) for _ in range(4)]))  # fmt: skip
-    photos = calibration_batch(per_photo=1 if quick else 4)
-    out.append((f"efficientnet_lite0_224_b{batch}", "efficientnet", efficientnet_lite0(), photos[:batch],
-                list(photos.split(12))))  # fmt: skip
-    minilm = huggingface_classifier(offline_minilm_path(), num_labels=2).eval()
-    length = 32 if quick else 128
-    for b in (1,) if quick else (1, 8):
-        calib = [minilm_inputs(16, length) for _ in range(2)]
-        out.append((f"minilm_seq{length}_b{b}", "minilm", minilm, minilm_inputs(b, length), calib))
+    if "resnet18" in models:
+        resnet = torchvision_model("resnet18", num_classes=1000).eval()
+        out.append((f"resnet18_{side}_b{batch}", "", resnet, torch.randn(batch, 3, side, side),
+                    [torch.randn(8, 3, side, side) for _ in range(4)]))  # fmt: skip
+    if "efficientnet" in models:
+        photos = calibration_batch(per_photo=1 if quick else 4)
+        out.append((f"efficientnet_lite0_224_b{batch}", "efficientnet", efficientnet_lite0(), photos[:batch],
+                    list(photos.split(12))))  # fmt: skip
+    if "minilm" in models:
+        minilm = huggingface_classifier(offline_minilm_path(), num_labels=2).eval()
+        length = 32 if quick else 128
+        for b in (1,) if quick else (1, 8):
+            calib = [minilm_inputs(16, length) for _ in range(2)]
+            out.append((f"minilm_seq{length}_b{b}", "minilm", minilm, minilm_inputs(b, length), calib))
     return out
 
 
@@ -176,7 +184,7 @@ def speed_row(case: tuple, rounds: int, repeats: int, info: dict[str, Any]) -> d
 
 
 # ------------------------------------------------------------------------------------------------------------ cost
-def cost_rows(quick: bool) -> list[dict[str, Any]]:
+def cost_rows(quick: bool, models: tuple[str, ...] = MODELS) -> list[dict[str, Any]]:
     """Calibration wall time against one QAT epoch, MNIST-5k SmallCNN and MiniLM on Rotten Tomatoes."""
     from lightning_compress.data import GLUEDataModule, MNIST5kDataModule
 
@@ -187,6 +195,7 @@ def cost_rows(quick: bool) -> list[dict[str, Any]]:
          batch_size=32, seed=0, max_train_samples=64 if quick else 2000),
          lambda: huggingface_classifier(offline_minilm_path(), num_labels=2), 2, 16),
     ]  # fmt: skip
+    tasks = [t for t in tasks if t[0].split("_")[-1] in models]
     for name, make_data, make_model, classes, batches in tasks:
         data = make_data()
         data.setup("fit")
@@ -215,16 +224,24 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny shapes, one round: proves the script works")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--no-cost", action="store_true", help="skip the calibration-vs-QAT-epoch cost rows")
+    parser.add_argument("--out", default=None, help="default: experiments/ptq/speed.json (--quick: speed_quick.json)")
     args = parser.parse_args()
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown or not models:
+        parser.error(f"--models={args.models!r}: unknown {unknown or 'empty'}; choose from {', '.join(MODELS)}")
     rounds, repeats = (1, 2) if args.quick else (args.rounds, args.repeats)
     info = machine_info()
     print(json.dumps({"machine": info}), flush=True)
-    results: dict[str, Any] = {"machine": info, "rounds": rounds, "repeats": repeats, "quick": args.quick}
-    results["speed"] = [speed_row(case, rounds, repeats, info) for case in cases(args.quick)]
-    results["cost"] = cost_rows(args.quick)
+    results: dict[str, Any] = {"machine": info, "rounds": rounds, "repeats": repeats, "quick": args.quick,
+                               "models": list(models)}  # fmt: skip
+    results["speed"] = [speed_row(case, rounds, repeats, info) for case in cases(args.quick, models)]
+    results["cost"] = [] if args.no_cost else cost_rows(args.quick, models)
     results["machine_after"] = machine_info()
-    out = HERE / ("speed_quick.json" if args.quick else "speed.json")
-    out.write_text(json.dumps(results, indent=1))
+    out = Path(args.out) if args.out else HERE / ("speed_quick.json" if args.quick else "speed.json")
+    atomic_write_text(out, json.dumps(results, indent=1) + "\n")
     print(f"written: {out}")
 
 
