@@ -268,6 +268,11 @@ def save_compressed(
     for name, value in state.items():
         if not isinstance(value, Tensor):
             raise TypeError(f"state-dict entry {name!r} is a {type(value).__name__}, not a tensor")
+        if value.is_meta:
+            raise ValueError(
+                f"state-dict entry {name!r} is on the meta device (no values): load or materialize the weights "
+                "before saving"
+            )
         entries[name] = _encode(name, value, int8)
         dense_bytes += value.numel() * value.element_size()
         stored += _payload(entries[name])

@@ -124,6 +124,12 @@ def test_non_tensor_entry_raises(tmp_path):
         save_compressed({"step": 3}, tmp_path / "x.lcz")  # type: ignore[dict-item]
 
 
+def test_meta_tensor_is_refused_naming_the_entry_and_nothing_is_written(tmp_path):
+    with pytest.raises(ValueError, match=r"'weight' is on the meta device"):
+        save_compressed(nn.Linear(4, 4, device="meta"), tmp_path / "m.lc.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
 @settings(max_examples=20, deadline=None)
 @given(
     rows=st.integers(1, 12),
