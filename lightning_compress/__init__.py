@@ -137,12 +137,19 @@ _RENAMED: dict[str, tuple[str, str]] = {
 __all__ = sorted([*_EXPORTS, *_RENAMED])
 
 
+# subpackages reachable as attributes before their first import (`export` is also the export verb: its package is
+# callable)
+_SUBPACKAGES = frozenset({"export"})
+
+
 def __getattr__(name: str) -> Any:
     if name in _RENAMED:  # warns at every use: never cached
         new, why = _RENAMED[name]
         _compat.warn_renamed(f"lightning_compress.{name}", f"lightning_compress.{new}", why)
         return __getattr__(new)
     if name not in _EXPORTS:
+        if name in _SUBPACKAGES:  # `lightning_compress.export(...)`: the callable export package
+            return importlib.import_module(f"{__name__}.{name}")
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
     globals()[name] = value  # later lookups skip this function

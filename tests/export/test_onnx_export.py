@@ -212,3 +212,13 @@ def test_efficientnet_lite0_int8_runs_integer_everywhere(tmp_path) -> None:
     with torch.no_grad():
         ref = int8(photos)
     assert (load_onnx(result.path)(photos).argmax(1) == ref.argmax(1)).float().mean() >= 0.9
+
+
+def test_the_top_level_export_is_the_verb_and_still_the_package(tmp_path):
+    import lightning_compress
+    from lightning_compress import export as verb
+    from lightning_compress.export import onnx_export
+
+    assert verb is lightning_compress.export and verb.onnx_export is onnx_export  # the package, callable
+    result = verb(nn.Linear(4, 2).eval(), tmp_path / "lin.onnx", format="onnx", example_inputs=(torch.randn(2, 4),))
+    assert result.format == "onnx" and (tmp_path / "lin.onnx").stat().st_size == result.bytes
