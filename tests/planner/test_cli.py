@@ -18,8 +18,11 @@ def test_bad_options_exit_2_naming_each_before_any_work(tmp_path, capsys) -> Non
                  str(tmp_path / "run")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2
-    for text in ("`--max-drop` must be a number >= 0 or None, got -1.0", "`--latency-ratio` must be in (0, 1] or None, got 2.0",
-                 "--steps can name ptq_int8"):  # fmt: skip
+    for text in (
+        "`--max-drop` must be a number >= 0 or None, got -1.0",
+        "`--latency-ratio` must be in (0, 1] or None, got 2.0",
+        "--steps can name ptq_int8",
+    ):
         assert text in err, err
     assert not (tmp_path / "run").exists()
 
