@@ -42,7 +42,7 @@ def export_onnx(model: nn.Module, example: Any, path: Path) -> Path:
                 out = self.inner(**dict(zip(names, tensors)))
                 return out.logits if hasattr(out, "logits") else out
 
-        wrapped: nn.Module = Positional(model)
+        wrapped: nn.Module = Positional(model).eval()  # a new Module trains: the exporter restores that mode on `model`
     else:
         names, args, axes, wrapped = ["input"], (example,), {"input": {0: "batch"}}, model
     axes["logits"] = {0: "batch"}
