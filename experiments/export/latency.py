@@ -99,6 +99,14 @@ def smallcnn(quick: bool, folder: Path) -> dict[str, Callable]:
     return _classifier_paths("smallcnn", net, calib, torch.randn(batch, 1, 28, 28), folder)
 
 
+def efficientnet(quick: bool, folder: Path) -> dict[str, Callable]:
+    from efficientnet import calibration_batch, efficientnet_lite0, photo_batch
+
+    net = efficientnet_lite0()
+    calib = list(calibration_batch().split(2 if quick else 8))[: 1 if quick else 4]
+    return _classifier_paths("efficientnet", net, calib, photo_batch()[: 2 if quick else 8], folder)
+
+
 def minilm(quick: bool, folder: Path) -> dict[str, Callable]:
     from lightning_compress.models import huggingface_classifier, offline_minilm_path
 
@@ -144,7 +152,9 @@ def decode(quick: bool, folder: Path, new_tokens: int) -> dict[str, Callable]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="smallcnn,minilm,decode", help="comma-separated: smallcnn,minilm,decode")
+    parser.add_argument(
+        "--models", default="smallcnn,minilm,decode", help="comma-separated: smallcnn,efficientnet,minilm,decode"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--new-tokens", type=int, default=32)
@@ -165,7 +175,7 @@ def main() -> None:
                 }  # per generated token, the prefill of the prompt included
                 base = "transformers_dense_bf16_decode"
             else:
-                paths = {"smallcnn": smallcnn, "minilm": minilm}[name](args.quick, folder)
+                paths = {"smallcnn": smallcnn, "efficientnet": efficientnet, "minilm": minilm}[name](args.quick, folder)
                 seconds = interleaved(paths, rounds, repeats)
                 base = "fp32_eager"
             rows[name] = {k: {"ms": 1e3 * v, "speedup_vs_" + base: seconds[base] / v} for k, v in seconds.items()}

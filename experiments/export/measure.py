@@ -175,6 +175,35 @@ def run_minilm(quick: bool) -> dict[str, Any]:
     return {**row, **info, "calibration_batches": len(calib), "test_sentences": sum(len(y) for _, y in test)}
 
 
+def run_efficientnet(quick: bool) -> dict[str, Any]:
+    """EfficientNet-Lite0 (offline ImageNet weights) on the offline photos: no labels, so each runtime's "accuracy" is
+    its top-1 agreement with PyTorch fp32 on 45 crops of 5 photos (fidelity, not ImageNet accuracy)."""
+    from efficientnet import calibration_batch, efficientnet_lite0, photo_batch
+
+    fp32 = efficientnet_lite0()
+    calib = list(calibration_batch().split(8))[: 1 if quick else 4]
+    int8 = quantize(copy.deepcopy(fp32), calib, calibration_batches=len(calib), compile=False)
+    photos = photo_batch(crops=1 if quick else 8)
+    with torch.no_grad():
+        reference = torch.cat([fp32(x) for x in photos.split(16)]).argmax(1)
+    test = list(zip(photos.split(16), reference.split(16)))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        sessions, info = _onnx_artifacts(fp32, int8, calib, calib[0][:2], folder)
+        pt2 = export(int8, folder / "int8.pt2", "pt2", example_inputs=calib[0][:2])
+        info["sizes"]["pt2_int8"] = pt2.bytes
+        torch.save(fp32.state_dict(), folder / "fp32.pt")
+        info["sizes"]["pytorch_fp32_state_dict"] = path_size(folder / "fp32.pt")
+        runtimes = {"pytorch_fp32": (fp32, "pytorch_fp32"), "pytorch_ours_int8": (int8, "pytorch_fp32"),
+                    "ort_fp32": (sessions["ort_fp32"], "pytorch_fp32"),
+                    "ort_fp16": (sessions["ort_fp16"], "pytorch_fp32"),
+                    "ort_ours_qdq": (sessions["ort_ours_qdq"], "pytorch_ours_int8"),
+                    "ort_peer_quantize_static": (sessions["ort_peer_quantize_static"], "pytorch_fp32")}  # fmt: skip
+        row = _runtime_rows("efficientnet_lite0_photos", runtimes, test)
+    return {**row, **info, "calibration_images": sum(len(c) for c in calib), "photos": len(photos),
+            "note": "_acc = top-1 agreement with PyTorch fp32 (no labels)"}  # fmt: skip
+
+
 def run_smollm2(quick: bool) -> dict[str, Any]:
     import protocol
     from transformers import AutoModelForCausalLM
@@ -214,13 +243,16 @@ def run_smollm2(quick: bool) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--task", nargs="+", choices=("mnist", "minilm", "smollm2"), default=["mnist", "minilm", "smollm2"]
+        "--task",
+        nargs="+",
+        choices=("mnist", "efficientnet", "minilm", "smollm2"),
+        default=["mnist", "efficientnet", "minilm", "smollm2"],
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run (numbers not for the README)")
     parser.add_argument("--output", default=str(HERE / "results.jsonl"))
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    runners = {"mnist": run_mnist, "minilm": run_minilm, "smollm2": run_smollm2}
+    runners = {"mnist": run_mnist, "efficientnet": run_efficientnet, "minilm": run_minilm, "smollm2": run_smollm2}
     for task in args.task:
         row = {**runners[task](args.quick), "quick": args.quick, "machine": machine_info(load_s=0)}
         print(json.dumps(row), flush=True)
