@@ -103,6 +103,25 @@ def _onnx_artifacts(fp32: nn.Module, int8: nn.Module, calib: list, example: Any,
     return sessions, {"sizes": sizes, "kernels": kernels}
 
 
+def _image_rows(name: str, fp32: nn.Module, int8: nn.Module, calib: list, test: list) -> dict[str, Any]:
+    """Every artifact of an image classifier (ONNX fp32 / fp16 / our Q/DQ / the peer, ``.pt2``, the fp32 state dict):
+    sizes, integer kernels, and each runtime's rows on ``test`` against the PyTorch model it came from."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        sessions, info = _onnx_artifacts(fp32, int8, calib, calib[0][:2], folder)
+        pt2 = export(int8, folder / "int8.pt2", "pt2", example_inputs=calib[0][:2])
+        info["sizes"]["pt2_int8"] = pt2.bytes
+        torch.save(fp32.state_dict(), folder / "fp32.pt")
+        info["sizes"]["pytorch_fp32_state_dict"] = path_size(folder / "fp32.pt")
+        runtimes = {"pytorch_fp32": (fp32, "pytorch_fp32"), "pytorch_ours_int8": (int8, "pytorch_fp32"),
+                    "ort_fp32": (sessions["ort_fp32"], "pytorch_fp32"),
+                    "ort_fp16": (sessions["ort_fp16"], "pytorch_fp32"),
+                    "ort_ours_qdq": (sessions["ort_ours_qdq"], "pytorch_ours_int8"),
+                    "ort_peer_quantize_static": (sessions["ort_peer_quantize_static"], "pytorch_fp32")}  # fmt: skip
+        row = _runtime_rows(name, runtimes, test)
+    return {**row, **info}
+
+
 def run_mnist(quick: bool) -> dict[str, Any]:
     from lightning_compress.data import MNIST5kDataModule
     from lightning_compress.models import SmallCNN
@@ -119,20 +138,8 @@ def run_mnist(quick: bool) -> dict[str, Any]:
     calib = [x for x, _ in list(data.train_dataloader())[: 4 if quick else 16]]
     int8 = quantize(copy.deepcopy(fp32), calib, calibration_batches=len(calib), compile=False)
     test = eval_batches(data.test_dataloader())[: 2 if quick else None]
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        sessions, info = _onnx_artifacts(fp32, int8, calib, calib[0][:2], folder)
-        pt2 = export(int8, folder / "int8.pt2", "pt2", example_inputs=calib[0][:2])
-        info["sizes"]["pt2_int8"] = pt2.bytes
-        torch.save(fp32.state_dict(), folder / "fp32.pt")
-        info["sizes"]["pytorch_fp32_state_dict"] = path_size(folder / "fp32.pt")
-        runtimes = {"pytorch_fp32": (fp32, "pytorch_fp32"), "pytorch_ours_int8": (int8, "pytorch_fp32"),
-                    "ort_fp32": (sessions["ort_fp32"], "pytorch_fp32"),
-                    "ort_fp16": (sessions["ort_fp16"], "pytorch_fp32"),
-                    "ort_ours_qdq": (sessions["ort_ours_qdq"], "pytorch_ours_int8"),
-                    "ort_peer_quantize_static": (sessions["ort_peer_quantize_static"], "pytorch_fp32")}  # fmt: skip
-        row = _runtime_rows("mnist5k_smallcnn", runtimes, [(x, y) for x, y in test])
-    return {**row, **info, "calibration_batches": len(calib), "test_images": sum(len(y) for _, y in test)}
+    row = _image_rows("mnist5k_smallcnn", fp32, int8, calib, [(x, y) for x, y in test])
+    return {**row, "calibration_batches": len(calib), "test_images": sum(len(y) for _, y in test)}
 
 
 def run_minilm(quick: bool) -> dict[str, Any]:
@@ -172,7 +179,7 @@ def run_minilm(quick: bool) -> dict[str, Any]:
                     "ort_peer_quantize_static": (sessions["ort_peer_quantize_static"], "pytorch_fp32"),
                     "transformers_w8a8": (lambda b: loaded(**b), "pytorch_ours_int8")}  # fmt: skip
         row = _runtime_rows("rotten_tomatoes_minilm", runtimes, test)
-    return {**row, **info, "calibration_batches": len(calib), "test_sentences": sum(len(y) for _, y in test)}
+    return {**row, "calibration_batches": len(calib), "test_sentences": sum(len(y) for _, y in test)}
 
 
 def run_efficientnet(quick: bool) -> dict[str, Any]:
@@ -187,20 +194,8 @@ def run_efficientnet(quick: bool) -> dict[str, Any]:
     with torch.no_grad():
         reference = torch.cat([fp32(x) for x in photos.split(16)]).argmax(1)
     test = list(zip(photos.split(16), reference.split(16)))
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        sessions, info = _onnx_artifacts(fp32, int8, calib, calib[0][:2], folder)
-        pt2 = export(int8, folder / "int8.pt2", "pt2", example_inputs=calib[0][:2])
-        info["sizes"]["pt2_int8"] = pt2.bytes
-        torch.save(fp32.state_dict(), folder / "fp32.pt")
-        info["sizes"]["pytorch_fp32_state_dict"] = path_size(folder / "fp32.pt")
-        runtimes = {"pytorch_fp32": (fp32, "pytorch_fp32"), "pytorch_ours_int8": (int8, "pytorch_fp32"),
-                    "ort_fp32": (sessions["ort_fp32"], "pytorch_fp32"),
-                    "ort_fp16": (sessions["ort_fp16"], "pytorch_fp32"),
-                    "ort_ours_qdq": (sessions["ort_ours_qdq"], "pytorch_ours_int8"),
-                    "ort_peer_quantize_static": (sessions["ort_peer_quantize_static"], "pytorch_fp32")}  # fmt: skip
-        row = _runtime_rows("efficientnet_lite0_photos", runtimes, test)
-    return {**row, **info, "calibration_images": sum(len(c) for c in calib), "photos": len(photos),
+    row = _image_rows("efficientnet_lite0_photos", fp32, int8, calib, test)
+    return {**row, "calibration_images": sum(len(c) for c in calib), "photos": len(photos),
             "note": "_acc = top-1 agreement with PyTorch fp32 (no labels)"}  # fmt: skip
 
 
