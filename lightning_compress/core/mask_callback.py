@@ -34,7 +34,7 @@ from typing_extensions import override
 
 from lightning_compress.core.compression_callback import CompressionCallback
 from lightning_compress.core.masks import ParameterMasks
-from lightning_compress.core.sharding import all_reduce_, check_strategy
+from lightning_compress.core.sharding import all_reduce_, check_sharding
 from lightning_compress.core.target import schedule_step
 from lightning_compress.core.validation import check_finite
 
@@ -135,7 +135,7 @@ class MaskingCallback(CompressionCallback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        check_strategy(trainer, type(self).__name__)
+        check_sharding(trainer, self)  # the decision: core.sharding.SHARDED_SUPPORT
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

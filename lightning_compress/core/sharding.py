@@ -32,8 +32,11 @@ from torch import Tensor
 
 __all__ = [
     "SHARDED_STRATEGIES",
+    "SHARDED_SUPPORT",
     "ShardLayout",
+    "ShardedSupport",
     "all_reduce_",
+    "check_sharding",
     "check_strategy",
     "common_group",
     "is_dtensor",
@@ -41,6 +44,8 @@ __all__ = [
     "shard_layout",
     "shard_layouts",
     "sharded_strategy",
+    "sharded_support",
+    "tensor_parallel_size",
 ]
 
 # Lightning strategies that shard parameters, by class name (matched along the strategy's MRO, so that DeepSpeed is
@@ -257,16 +262,165 @@ def sharded_strategy(trainer: Any) -> Optional[str]:
     return next((name for name in SHARDED_STRATEGIES if name in names), None)
 
 
-def check_strategy(
-    trainer: Any, who: str, supported: Sequence[str] = ("ModelParallelStrategy",), why: str = ""
-) -> None:
-    """Refuse a strategy that shards parameters unless its name is in ``supported``.
+def tensor_parallel_size(strategy: Any) -> int:
+    """The size of the tensor-parallel dimension of a ``ModelParallelStrategy`` (1 for any other strategy).
+
+    Read from the device mesh once the processes are up, else from the constructor argument; ``"auto"`` resolves as
+    Lightning resolves it (``tensor_parallel_size = devices`` per node, ``data_parallel_size = num_nodes``), so
+    ``ModelParallelStrategy()`` on 2 devices of one node is tensor parallelism of 2.
+
+    Example:
+        >>> tensor_parallel_size(object())
+        1
+    """
+    mesh = getattr(strategy, "_device_mesh", None)
+    if mesh is not None and "tensor_parallel" in (getattr(mesh, "mesh_dim_names", None) or ()):
+        return int(mesh["tensor_parallel"].size())
+    size = getattr(strategy, "_tensor_parallel_size", 1)
+    if size == "auto":
+        devices = getattr(strategy, "parallel_devices", None)
+        return max(1, len(devices)) if devices else 1
+    return int(size) if isinstance(size, int) else 1
+
+
+@dataclass(frozen=True)
+class ShardedSupport:
+    """What a callback (or module) does under strategies that shard parameters.
+
+    Attributes:
+        strategies: The sharded strategies it works under (names from :data:`SHARDED_STRATEGIES`).
+        why: Why the other sharded strategies cannot work, for the message.
+        instead: What to use instead, besides the supported strategies.
+    """
+
+    strategies: tuple[str, ...]
+    why: str
+    instead: str = "DDP (`strategy='ddp'`)"
+
+
+_WHOLE = (
+    "which no rank of a sharded model holds (FSDP2 and FSDP1 split every weight across the ranks, DeepSpeed ZeRO-3 too)"
+)
+_FLAT = (
+    "FSDP1 flattens each wrapped module's weights into one flat parameter and splits that anywhere, so a rank holds"
+    " pieces of rows that no mask can follow; DeepSpeed partitions the weights in its own flat layout"
+)
+_CONSOLIDATE = (
+    "DDP (`strategy='ddp'`), or apply it after training to the consolidated checkpoint"
+    " (`python -m lightning.pytorch.utilities.consolidate_checkpoint <ckpt folder>`) loaded into the plain network"
+)
+
+# The one table of which callback works under which sharded strategy (by class name, looked up along the MRO so that
+# subclasses inherit their parent's entry). Everything runs under DDP and in one process; this table is only about
+# strategies that shard parameters. Tested here (2 CPU processes, gloo): ModelParallelStrategy (FSDP2).
+SHARDED_SUPPORT: dict[str, ShardedSupport] = {
+    "GradualMagnitudePruning": ShardedSupport(("ModelParallelStrategy",), _FLAT),
+    "NMSparsity": ShardedSupport(("ModelParallelStrategy",), _FLAT),
+    "OneShotPruning": ShardedSupport(
+        (),
+        "it calibrates and prunes whole weights when fit starts (SparseGPT chooses masks across the rows of a column"
+        f" block, Wanda and magnitude rank whole rows or tensors), {_WHOLE}",
+        _CONSOLIDATE,
+    ),
+    "QuantizationAwareTraining": ShardedSupport(
+        (),
+        "it replaces the network in `setup`, before `configure_model` shards it: the INT8 path exports one whole"
+        " graph of the network (PT2E) and trains that graph from the start of fit, the INT4 path wraps the whole"
+        f" weights in group-wise fake quantizers; a sharded model provides neither, {_WHOLE}",
+    ),
+    "PostTrainingQuantization": ShardedSupport(
+        (),
+        "it calibrates and converts a copy of the whole network (a PT2E graph export) at the end of fit and in"
+        f" validation, {_WHOLE}",
+        _CONSOLIDATE,
+    ),
+    "OneShotQuantization": ShardedSupport(
+        (),
+        "it quantizes whole weights when fit starts (GPTQ's column-by-column error updates over whole rows,"
+        f" group-wise grids along the input dimension), {_WHOLE}",
+        _CONSOLIDATE,
+    ),
+    "ExportCallback": ShardedSupport(
+        (), f"it exports and reloads the whole network (ONNX, torch.export, compressed tensors), {_WHOLE}", _CONSOLIDATE
+    ),
+    "CompressionPlanner": ShardedSupport(
+        (),
+        "it copies the whole network at the end of fit and runs its own compression steps and benchmarks in one"
+        f" process, {_WHOLE}",
+        _CONSOLIDATE,
+    ),
+    "DistillationModule": ShardedSupport(
+        ("ModelParallelStrategy", "FSDPStrategy", "DeepSpeedStrategy"),
+        "",  # every sharded strategy: under ModelParallelStrategy the teacher is sharded too, else replicated
+    ),
+}
+
+
+def sharded_support(component: Any) -> Optional[ShardedSupport]:
+    """The :data:`SHARDED_SUPPORT` entry of a callback or module (an instance, a class or a class name), found along
+    its class hierarchy; None for a component the table does not list (it is not checked).
+
+    Example:
+        >>> sharded_support("OneShotPruning").strategies
+        ()
+    """
+    if isinstance(component, str):
+        return SHARDED_SUPPORT.get(component)
+    cls = component if isinstance(component, type) else type(component)
+    return next((SHARDED_SUPPORT[c.__name__] for c in cls.__mro__ if c.__name__ in SHARDED_SUPPORT), None)
+
+
+def check_sharding(trainer: Any, component: Any) -> None:
+    """Refuse, before training, a strategy that ``component`` cannot work under (the decision is
+    :data:`SHARDED_SUPPORT`): a sharded strategy it does not list, or a ``ModelParallelStrategy`` whose mesh has a
+    tensor-parallel dimension larger than 1 (no callback follows weights split along their rows' length).
+
+    Every callback of the library calls it in its ``setup`` hook (``DistillationModule`` in its own ``setup``).
+
+    Args:
+        trainer: The Trainer (its ``strategy`` is read; no process needs to be started).
+        component: The callback or module (or its class name), named in the message.
+
+    Raises:
+        ValueError: Naming the component, the strategy, why it cannot work and what to use instead.
+
+    Example:
+        >>> import lightning.pytorch as pl
+        >>> check_sharding(pl.Trainer(accelerator="cpu", logger=False), "QuantizationAwareTraining")
+    """
+    who = (
+        component
+        if isinstance(component, str)
+        else (component if isinstance(component, type) else type(component)).__name__
+    )
+    support = sharded_support(component)
+    name = sharded_strategy(trainer)
+    if support is None or name is None:
+        return
+    if name not in support.strategies:
+        supported = " or ".join(support.strategies)
+        instead = f"{supported} or {support.instead}" if supported else support.instead
+        raise ValueError(f"{who} does not work under {name}: {support.why}. Use {instead}")
+    tp = tensor_parallel_size(trainer.strategy) if name == "ModelParallelStrategy" else 1
+    if tp > 1:
+        raise ValueError(
+            f"{who} does not work with tensor parallelism: the ModelParallelStrategy's device mesh has a"
+            f" tensor-parallel dimension of size {tp} (`tensor_parallel_size`; `'auto'` makes it the number of devices"
+            " per node), and tensor-parallel layers split weights along dimensions and ranks that masks, N:M groups"
+            " and a sharded teacher do not follow. Use `ModelParallelStrategy(data_parallel_size=<devices>,"
+            " tensor_parallel_size=1)` (FSDP2 only) or DDP (`strategy='ddp'`)"
+        )
+
+
+def check_strategy(trainer: Any, who: str, supported: Optional[Sequence[str]] = None, why: str = "") -> None:
+    """Refuse a strategy that shards parameters unless ``who`` works under it.
 
     Args:
         trainer: The Trainer.
         who: The callback or module, for the message.
-        supported: The sharded strategies it handles.
-        why: Why the others cannot work, for the message.
+        supported: The sharded strategies it handles; None (the default): :data:`SHARDED_SUPPORT`'s entry for
+            ``who`` (:func:`check_sharding`, which also refuses tensor parallelism).
+        why: Why the others cannot work, for the message (with ``supported`` only).
 
     Raises:
         ValueError: Naming the strategy, why, and what to use instead.
@@ -275,15 +429,12 @@ def check_strategy(
         >>> import lightning.pytorch as pl
         >>> check_strategy(pl.Trainer(accelerator="cpu", logger=False), "NMSparsity")
     """
+    if supported is None:
+        check_sharding(trainer, who)
+        return
     name = sharded_strategy(trainer)
     if name is None or name in supported:
         return
-    if not why and name == "FSDPStrategy":
-        why = (
-            "FSDP1 flattens each wrapped module's weights into one flat parameter and splits that anywhere, so a"
-            " rank holds pieces of rows that no mask can follow"
-        )
-    elif not why:
-        why = f"{name} partitions the weights in its own layout"
-    instead = " or ".join([*supported, "DDP (`strategy='ddp'`)"]) if supported else "DDP (`strategy='ddp'`)"
+    why = why or _FLAT
+    instead = " or ".join([*supported, "DDP (`strategy='ddp'`)"])
     raise ValueError(f"{who} does not work under {name}: {why}. Use {instead}")

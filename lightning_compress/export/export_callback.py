@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_compress.core.batches import call_model, first_batch, model_inputs
+from lightning_compress.core.sharding import check_sharding
 from lightning_compress.core.target import find_network
 from lightning_compress.core.validation import ArgumentErrors
 from lightning_compress.quantization.export_inputs import shrink_inputs
@@ -119,6 +120,7 @@ class ExportCallback(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         from lightning_compress.export.hf_compressed_tensors import is_hf_model
 
+        check_sharding(trainer, self)  # refuses sharded strategies: core.sharding.SHARDED_SUPPORT
         network = find_network(pl_module)[0]
         if is_hf_model(network) and self._hf is None:
             self._hf = (type(network), copy.deepcopy(network.config))  # the architecture, no weights

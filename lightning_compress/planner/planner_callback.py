@@ -19,6 +19,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from lightning_compress.core.sharding import check_sharding
 from lightning_compress.core.validation import ArgumentErrors
 from lightning_compress.planner.budget import Budget
 from lightning_compress.planner.steps import STEP_ORDER, PlannerSettings
@@ -88,6 +89,10 @@ class CompressionPlanner(Callback):
         errors.raise_if_any()
         self.run_dir, self.steps, self.export_formats, self.repeats = run_dir, steps, list(export_formats), repeats
         self.result: Any = None
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        check_sharding(trainer, self)  # refuses sharded strategies: core.sharding.SHARDED_SUPPORT
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

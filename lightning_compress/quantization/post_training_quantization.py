@@ -27,6 +27,7 @@ from typing_extensions import override
 from lightning_compress.core.batches import call_model, move_data_to_device, stage_dataloader
 from lightning_compress.core.metric_logging import log_metrics
 from lightning_compress.core.selection import FilterFn
+from lightning_compress.core.sharding import check_sharding
 from lightning_compress.core.target import find_network
 from lightning_compress.core.validation import ArgumentErrors
 from lightning_compress.quantization.calibration import logits_of
@@ -144,6 +145,10 @@ class PostTrainingQuantization(Callback):
         save_quantized(self.quantized_model, path, self.calibrated.example)
 
     # ------------------------------------------------------------------------------------------------------ hooks
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        check_sharding(trainer, self)  # refuses sharded strategies: core.sharding.SHARDED_SUPPORT
+
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._quantize(trainer, pl_module, "fit")

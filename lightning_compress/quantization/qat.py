@@ -22,6 +22,7 @@ from lightning_compress.core.batches import call_model, first_batch, model_input
 from lightning_compress.core.compression_callback import CompressionCallback
 from lightning_compress.core.metric_logging import log_metrics
 from lightning_compress.core.selection import FilterFn
+from lightning_compress.core.sharding import check_sharding
 from lightning_compress.core.target import find_network, steps_per_epoch
 from lightning_compress.core.validation import ArgumentErrors, check_finite
 from lightning_compress.quantization.export_inputs import ExampleInputs, shrink_inputs
@@ -228,6 +229,7 @@ class QuantizationAwareTraining(CompressionCallback):
     # ------------------------------------------------------------------------------------------------------ hooks
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        check_sharding(trainer, self)  # refuses sharded strategies: core.sharding.SHARDED_SUPPORT
         parent, name, module = self._locate(pl_module)
         _check_composition(pl_module)
         if is_prepared(module) or (self.scheme != "int8" and is_int4_prepared(module)):

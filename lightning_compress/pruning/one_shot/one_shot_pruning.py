@@ -22,7 +22,6 @@ from lightning_compress.core.mask_callback import MaskingCallback
 from lightning_compress.core.masks import ParameterMasks
 from lightning_compress.core.metric_logging import log_metrics
 from lightning_compress.core.selection import FilterFn
-from lightning_compress.core.sharding import check_strategy
 from lightning_compress.core.target import compression_target
 from lightning_compress.core.validation import ArgumentErrors
 from lightning_compress.pruning.one_shot.ignored_layers import IgnoreSpec, check_ignore
@@ -154,18 +153,6 @@ class OneShotPruning(MaskingCallback):
         return f"OneShotPruning {self.method} {pattern}: {pruned}, {self._final_text()}"
 
     # ------------------------------------------------------------------------------------------------------ hooks
-    @override
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        check_strategy(
-            trainer, "OneShotPruning", supported=(),
-            why=(
-                "it calibrates and prunes whole weights when fit starts (SparseGPT chooses masks across the rows of a"
-                " column block, Wanda and magnitude rank whole rows or tensors), which no rank of a sharded model"
-                " holds"
-            ),
-        )  # fmt: skip
-        super().setup(trainer, pl_module, stage)
-
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         target = compression_target(pl_module)

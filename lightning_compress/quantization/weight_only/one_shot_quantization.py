@@ -28,6 +28,7 @@ from lightning_compress.core.batches import call_on_batch, stage_dataloader
 from lightning_compress.core.compression_callback import CompressionCallback
 from lightning_compress.core.distributed import broadcast_tensors_
 from lightning_compress.core.selection import FilterFn
+from lightning_compress.core.sharding import check_sharding
 from lightning_compress.core.target import compression_target
 from lightning_compress.core.validation import ArgumentErrors
 from lightning_compress.pruning.one_shot.ignored_layers import IgnoreSpec
@@ -151,6 +152,10 @@ class OneShotQuantization(CompressionCallback):
         return f"OneShotQuantization: {self.result.summary()} ({self.train}); final"
 
     # ------------------------------------------------------------------------------------------------------ hooks
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        check_sharding(trainer, self)  # refuses sharded strategies: core.sharding.SHARDED_SUPPORT
+
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         target = compression_target(pl_module)
