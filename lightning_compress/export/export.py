@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -96,7 +97,7 @@ def exportable_model(model: nn.Module) -> nn.Module:
     return model
 
 
-def _validate(model: Any, path: Any, format: Any, example_inputs: Any, overwrite: Any) -> None:
+def _validate(model: Any, path: Any, format: Any, example_inputs: Any, overwrite: Any, calibration_data: Any) -> None:
     errors = ArgumentErrors("export: ")
     errors.require(isinstance(model, nn.Module), "model", "an nn.Module", type(model).__name__)
     errors.require(isinstance(path, (str, os.PathLike)) and str(path) != "", "path", "a file or folder path", path)
@@ -108,6 +109,18 @@ def _validate(model: Any, path: Any, format: Any, example_inputs: Any, overwrite
     elif example_inputs is not None and not isinstance(example_inputs, (Tensor, tuple, list, dict)):
         errors.add(f"`example_inputs` must be a tensor, a tuple of inputs or a dict of keyword inputs, got"
                    f" {type(example_inputs).__name__}")  # fmt: skip
+    if calibration_data is not None:
+        if format != "onnx":
+            errors.add(f"`calibration_data` calibrates the Q/DQ placement of an INT8 ONNX export and applies to"
+                       f" format='onnx' only, got format={format!r}")  # fmt: skip
+        elif isinstance(calibration_data, Tensor) and calibration_data.dim() == 0:
+            errors.add("`calibration_data` must hold batches of inputs (a tensor (N, ...), a list of batches, a"
+                       " DataLoader or a dict batch), got a 0-d tensor")  # fmt: skip
+        elif isinstance(calibration_data, (str, bytes)) or not isinstance(
+            calibration_data, (Tensor, Mapping, Iterable)
+        ):
+            errors.add(f"`calibration_data` must be a tensor of inputs (N, ...), a list of batches, a DataLoader or a"
+                       f" dict batch (as for quantize), got {type(calibration_data).__name__}")  # fmt: skip
     errors.raise_if_any()
     if Path(path).exists() and not overwrite:
         raise FileExistsError(
@@ -124,6 +137,7 @@ def export(
     example_inputs: Optional[ExampleInputs] = None,
     hf_model: Optional[nn.Module] = None,
     tokenizer: Any = None,
+    calibration_data: Any = None,
     overwrite: bool = False,
 ) -> ExportResult:
     """Write ``model`` as a deployable artifact of ``format`` (see the module docstring).
@@ -137,14 +151,24 @@ def export(
             ``pt2``.
         hf_model: For ``hf-compressed-tensors`` of an INT8 graph: the float Hugging Face model it was quantized from.
         tokenizer: For ``hf-compressed-tensors``: saved into the folder.
+        calibration_data: For ``onnx`` of an INT8 model: a few batches of inputs (the forms ``quantize`` takes: a
+            tensor ``(N, ...)`` split into batches of 32, a list of batches, a DataLoader, a dict batch; the first 32
+            batches are used), best the calibration batches of the INT8 model. The output range of each convolution
+            whose output the INT8 graph reads in float (the projection before a residual add) is observed on them
+            (uint8, histogram observer), and the output is quantized there, so that ONNX Runtime runs it as
+            ``QLinearConv`` (and the add as ``QLinearAdd``) instead of the slow ``ConvInteger``; the values then
+            differ from the PyTorch INT8 model by that rounding (at most half a step per element). None: those
+            convolutions are written as ``ConvInteger`` (exact) and a warning names them
+            (``result.details.conv_integer``).
         overwrite: Replace an existing file or folder.
 
     Returns:
         :class:`ExportResult`.
 
     Raises:
-        ValueError: On a bad argument (all listed at once), or when the format cannot hold the model (the message
-            names the layer or op and the format).
+        ValueError: On a bad argument (all listed at once), when the format cannot hold the model (the message
+            names the layer or op and the format), ``calibration_data`` for a float model, or a calibration batch
+            that does not match the model's inputs.
         FileExistsError: If ``path`` exists and ``overwrite`` is False.
         TypeError: If the format takes another kind of model (``hf-compressed-tensors`` of a CNN).
         RuntimeError: If ``torch.export`` cannot capture the model (the failing op is named).
@@ -155,15 +179,25 @@ def export(
         >>> path = os.path.join(tempfile.mkdtemp(), "net.onnx")
         >>> export(net, path, "onnx", example_inputs=torch.randn(2, 8)).details.kind  # doctest: +SKIP
         'float32'
+        >>> int8 = quantize(resnet, calib, compile=False)  # doctest: +SKIP
+        >>> result = export(int8, "net_int8.onnx", example_inputs=calib[0], calibration_data=calib)  # doctest: +SKIP
+        >>> result.details.conv_integer  # doctest: +SKIP
+        []
     """
-    _validate(model, path, format, example_inputs, overwrite)
+    _validate(model, path, format, example_inputs, overwrite, calibration_data)
     target = exportable_model(model)
     details: Any
     if format in ("onnx", "onnx-fp16"):
         from lightning_compress.export.onnx_export import save_onnx
 
         assert example_inputs is not None
-        details = save_onnx(target, path, example_inputs, "float16" if format == "onnx-fp16" else "float32", format)
+        calibration = None
+        if calibration_data is not None:
+            from lightning_compress.quantization.calibration import calibration_inputs
+
+            calibration = calibration_inputs(calibration_data, num_batches=32, what="calibration_data")
+        dtype = "float16" if format == "onnx-fp16" else "float32"
+        details = save_onnx(target, path, example_inputs, dtype, format, calibration)
     elif format == "hf-compressed-tensors":
         from lightning_compress.export.hf_compressed_tensors import save_hf_compressed_tensors
 

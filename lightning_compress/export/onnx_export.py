@@ -22,7 +22,7 @@ import os
 import re
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -42,13 +42,20 @@ ONNX_DTYPES = ("float32", "float16")
 @dataclass
 class OnnxExport:
     """What :func:`save_onnx` wrote: the file, ``kind`` (``"int8"``, ``"float32"`` or ``"float16"``), its input
-    names, its size and the Q/DQ rewrites made for ONNX Runtime."""
+    names, its size and the Q/DQ rewrites made for ONNX Runtime.
+
+    ``quantized_conv_outputs`` names the convolutions read in float (before a residual add) that were given a quantized
+    output calibrated on ``calibration_data`` (ONNX Runtime runs them as ``QLinearConv``); ``conv_integer`` those
+    written as ``ConvInteger`` because no calibration batches were given (exact, slow in ONNX Runtime; a warning
+    names them)."""
 
     path: Path
     kind: str
     inputs: list[str]
     bytes: int
     qdq_rewrites: int = 0
+    quantized_conv_outputs: list[str] = field(default_factory=list)
+    conv_integer: list[str] = field(default_factory=list)
 
 
 class _FirstOutput(nn.Module):
@@ -164,6 +171,7 @@ def save_onnx(
     example_inputs: ExampleInputs,
     dtype: str = "float32",
     fmt: str = "onnx",
+    calibration: Optional[list] = None,
 ) -> OnnxExport:
     """Export ``model`` to an ONNX file at ``path`` (atomically: a temporary file renamed into place).
 
@@ -174,6 +182,9 @@ def save_onnx(
         example_inputs: One batch of inputs (a tensor, a tuple of positional inputs or a dict of keyword inputs).
         dtype: ``"float32"`` or ``"float16"`` for a float model (an INT8 model is exported as it is).
         fmt: The format's name, for messages.
+        calibration: For an INT8 model: model inputs, one batch each, on which the output range of every convolution
+            read in float is observed (:func:`~lightning_compress.export.onnx_qdq.conv_output_qparams`), so that
+            ONNX Runtime runs it as ``QLinearConv``; None: those are written as ``ConvInteger`` (with a warning).
 
     Returns:
         :class:`OnnxExport`.
@@ -185,12 +196,17 @@ def save_onnx(
     """
     import onnx
 
-    from lightning_compress.export.onnx_qdq import place_qdq_for_ort
+    from lightning_compress.export.onnx_qdq import QdqPlacement, place_qdq_for_ort
 
     int8 = is_int8_graph(model)
     if int8 and dtype != "float32":
         raise ValueError(
             f"format {fmt!r}: an INT8 model is exported with its int8 weights; fp16 applies to float models"
+        )
+    if calibration is not None and not int8:
+        raise ValueError(
+            f"format {fmt!r}: `calibration_data` calibrates the quantized outputs of an INT8 model's convolutions;"
+            f" {type(model).__name__} is a float model (quantize it first, or leave calibration_data out)"
         )
     inner = _without_guards(reference_graph(model)) if int8 else model
     name = type(model).__name__
@@ -229,10 +245,21 @@ def save_onnx(
     for value in list(proto.graph.input):  # an input the graph never reads may be dropped by the exporter
         if value.name in traced:
             _rename(proto.graph, value.name, traced[value.name])
-    rewrites = place_qdq_for_ort(proto) if int8 else 0
+    placement = place_qdq_for_ort(proto, calibration) if int8 else QdqPlacement()
+    if placement.conv_integer:
+        shown = ", ".join(placement.conv_integer[:4]) + (", ..." if len(placement.conv_integer) > 4 else "")
+        warnings.warn(
+            f"format {fmt!r}: {len(placement.conv_integer)} convolutions of {name} are read in float (before a"
+            f" residual add: {shown}) and were written as ConvInteger, which ONNX Runtime runs slowly (not fused with"
+            " its scaling); pass calibration_data= (a few batches of inputs, as for quantize) to give them calibrated"
+            " quantized outputs, which ONNX Runtime runs as QLinearConv",
+            stacklevel=3,
+        )
     buffer = io.BytesIO()
     onnx.save_model(proto, buffer)
     with atomic_write(path) as f:
         f.write(buffer.getbuffer())
     kind = "int8" if int8 else dtype
-    return OnnxExport(Path(path), kind, [i.name for i in proto.graph.input], Path(path).stat().st_size, rewrites)
+    inputs = [i.name for i in proto.graph.input]
+    return OnnxExport(Path(path), kind, inputs, Path(path).stat().st_size, placement.rewrites,
+                      placement.quantized_conv_outputs, placement.conv_integer)  # fmt: skip

@@ -27,11 +27,19 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
-__all__ = ["FLOAT_LAYER_OPS", "INTEGER_OPS", "OrtKernels", "ort_kernels", "place_qdq_for_ort"]
+__all__ = [
+    "FLOAT_LAYER_OPS",
+    "INTEGER_OPS",
+    "OrtKernels",
+    "QdqPlacement",
+    "conv_output_qparams",
+    "ort_kernels",
+    "place_qdq_for_ort",
+]
 
 INTEGER_OPS = (
     "QLinearConv",
@@ -56,11 +64,13 @@ class OrtKernels:
         integer: Integer kernel op type -> count.
         float_layers: Float layer op type -> count.
         float_nodes: The names of the float layer nodes.
+        ops: Every op type of the optimized graph -> count (``QLinearAdd``: residual adds run on uint8 values).
     """
 
     integer: collections.Counter = field(default_factory=collections.Counter)
     float_layers: collections.Counter = field(default_factory=collections.Counter)
     float_nodes: list[str] = field(default_factory=list)
+    ops: collections.Counter = field(default_factory=collections.Counter)
 
     @property
     def integer_count(self) -> int:
@@ -73,7 +83,25 @@ class OrtKernels:
     def summary(self) -> str:
         ints = ", ".join(f"{k} {v}" for k, v in sorted(self.integer.items())) or "none"
         floats = ", ".join(f"{k} {v}" for k, v in sorted(self.float_layers.items())) or "none"
-        return f"integer kernels: {ints}; float layers: {floats}"
+        other = ", ".join(f"{k} {v}" for k, v in sorted(self.ops.items()) if k.startswith("QLinear") and k not in
+                          self.integer)  # fmt: skip
+        return f"integer kernels: {ints}; float layers: {floats}" + (f"; other quantized ops: {other}" if other else "")
+
+
+@dataclass
+class QdqPlacement:
+    """What :func:`place_qdq_for_ort` changed.
+
+    Attributes:
+        rewrites: Nodes rewritten or added in all (Gemm biases, pads, convolution outputs).
+        quantized_conv_outputs: The convolutions read in float that were given a calibrated quantized output (they
+            run as ``QLinearConv``).
+        conv_integer: Those rewritten as ``ConvInteger`` instead (no calibration batches).
+    """
+
+    rewrites: int = 0
+    quantized_conv_outputs: list[str] = field(default_factory=list)
+    conv_integer: list[str] = field(default_factory=list)
 
 
 def _producers(graph: Any) -> dict[str, Any]:
@@ -112,14 +140,24 @@ def _quantized_output(readers: list[Any], users: dict[str, list[Any]]) -> bool:
     return bool(readers) and all(r.op_type == "QuantizeLinear" for r in readers)
 
 
-def place_qdq_for_ort(model: Any) -> int:
-    """Give every ``Gemm(DQ(x), DQ(w), bias)`` whose output is read in float an int32 dequantized bias, in place.
+def place_qdq_for_ort(model: Any, calibration: Optional[list] = None) -> QdqPlacement:
+    """Place the Q/DQ nodes of an INT8 export where ONNX Runtime fuses them into integer kernels, in place.
+
+    Every ``Gemm(DQ(x), DQ(w), bias)`` whose output is read in float gets an int32 dequantized bias (``QGemm``);
+    zero pads move to the quantized side of their Q / DQ (``QLinearConv`` after timm's "same" padding); every
+    convolution read in float (before a residual add) gets a quantized output whose range is observed on
+    ``calibration`` (``QLinearConv``, and ``QLinearAdd`` for the add), or, without calibration batches, is rewritten as
+    ``ConvInteger`` (exact, but slow in ONNX Runtime).
 
     Args:
         model: An ``onnx.ModelProto`` of an INT8 export.
+        calibration: Model inputs, one batch each (:func:`conv_output_qparams`), or None.
 
     Returns:
-        The number of Gemm biases rewritten.
+        :class:`QdqPlacement`.
+
+    Raises:
+        ValueError: If a calibration batch does not match the graph's inputs.
     """
     from onnx import helper, numpy_helper
 
@@ -159,10 +197,13 @@ def place_qdq_for_ort(model: Any) -> int:
         rewritten += 1
     rewritten += _pads_after_quantize(graph)
     rewritten += _pads_before_dequantize(graph)
-    rewritten += _float_output_convs(graph)
     if rewritten:
         _topological_sort(graph)
-    return rewritten
+    qparams = conv_output_qparams(model, calibration) if calibration else {}
+    quantized, conv_integer = _float_output_convs(graph, qparams)
+    if quantized or conv_integer:
+        _topological_sort(graph)
+    return QdqPlacement(rewritten + len(quantized) + len(conv_integer), quantized, conv_integer)
 
 
 def _zero_pad(pad: Any, initializers: dict[str, Any], producers: dict[str, Any]) -> bool:
@@ -239,24 +280,146 @@ def _pads_before_dequantize(graph: Any) -> int:
     return moved
 
 
-def _float_output_convs(graph: Any) -> int:
-    """``Conv(DQ(x), DQ(w), b)`` read in float (before a residual add) -> ``ConvInteger(x, w) * (s_x * s_w) + b``:
-    ONNX Runtime has no float-output integer convolution to fuse it into, but runs ``ConvInteger`` integer; the
-    int32 sums are exact, so the values are those of the dequantized convolution."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    initializers = {t.name: t for t in graph.initializer}
+def _float_read_convs(graph: Any) -> list[Any]:
+    """The ``Conv(DQ(x), DQ(w), b)`` nodes whose output is read in float (before a residual add): ONNX Runtime fuses
+    a convolution into ``QLinearConv`` only when a ``QuantizeLinear`` reads its output."""
     producers, users = _producers(graph), _consumers(graph)
-    rewritten = 0
-    for conv in list(graph.node):
-        if conv.op_type != "Conv":
+    convs = []
+    for conv in graph.node:
+        if conv.op_type != "Conv" or len(conv.input) < 2:
             continue
         x, w = producers.get(conv.input[0]), producers.get(conv.input[1])
-        readers = users.get(conv.output[0], [])
         if not (x is not None and w is not None and x.op_type == w.op_type == "DequantizeLinear"):
             continue
-        if _quantized_output(readers, users):
-            continue  # fused as QLinearConv
+        if not _quantized_output(users.get(conv.output[0], []), users):
+            convs.append(conv)
+    return convs
+
+
+def conv_output_qparams(model: Any, batches: list, max_batches: int = 32) -> dict[str, tuple[float, int]]:
+    """The uint8 per-tensor quantization (scale, zero point) of the output of every convolution of an INT8 ONNX graph
+    that is read in float, observed on calibration batches.
+
+    The graph is run by an ONNX Runtime CPU session (as it will run it: the other layers fused into integer
+    kernels), the outputs of those convolutions (``(N, C, H, W)`` each) are fed to the library's default
+    activation observer (torchao's ``HistogramObserver``: uint8 affine, the range of least L2 quantization error, no
+    scale below 2^-12, as ``quantize(observer="histogram")``), and its scale and zero point are returned.
+
+    Args:
+        model: An ``onnx.ModelProto`` of an INT8 export (not modified).
+        batches: Model inputs, one batch each: a tensor, a tuple of positional inputs or a dict by input name (the
+            ONNX graph's input names: ``input`` / ``input_<i>`` or the keys of a dict batch).
+        max_batches: At most this many batches are run.
+
+    Returns:
+        Conv output name -> ``(scale, zero_point)``; empty when no convolution is read in float.
+
+    Raises:
+        ValueError: If a batch does not match the graph's inputs (the message names the batch and the inputs).
+
+    Example:
+        >>> qparams = conv_output_qparams(proto, [torch.randn(8, 3, 224, 224)])  # doctest: +SKIP
+        >>> qparams["conv2d_5"]  # doctest: +SKIP
+        (0.0713, 131)
+    """
+    import onnx
+    import torch
+    from torchao.quantization.pt2e.observer import HistogramObserver
+
+    from lightning_compress.export.onnx_runtime import OnnxModel
+
+    graph_outputs = {o.name for o in model.graph.output}
+    initializers = {t.name: t for t in model.graph.initializer}
+    producers = _producers(model.graph)
+    ranks = {}  # output name -> rank (that of the weight)
+    for conv in _float_read_convs(model.graph):
+        weight = _constant(producers[conv.input[1]].input[0], initializers, producers)
+        if conv.output[0] not in graph_outputs and weight is not None:
+            ranks[conv.output[0]] = weight.ndim
+    names = list(ranks)
+    if not names:
+        return {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(
+        onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [f"{n}_d{i}" for i in range(ranks[n])])
+        for n in names
+    )
+    observers = {n: HistogramObserver(dtype=torch.uint8, quant_min=0, quant_max=255, qscheme=torch.per_tensor_affine,
+                                      eps=2**-12) for n in names}  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "calibration.onnx"
+        onnx.save_model(probe, str(path))
+        runner = OnnxModel(path, what="the INT8 graph being calibrated")
+        for i, batch in enumerate(batches[:max_batches]):
+            try:
+                outputs = runner.session.run(names, runner.feeds(batch))
+            except Exception as err:  # ValueError of the feeds, ORT's InvalidArgument / Fail on a wrong shape
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ValueError(
+                    f"`calibration_data` batch {i} does not fit the exported graph (inputs {runner.inputs}): {first}"
+                ) from None
+            for name, value in zip(names, outputs):
+                observers[name](torch.from_numpy(np.ascontiguousarray(value)))
+    qparams = {}
+    for name, observer in observers.items():
+        scale, zero = observer.calculate_qparams()
+        qparams[name] = (float(scale.reshape(-1)[0]), int(zero.reshape(-1)[0]))
+    return qparams
+
+
+def _quantize_conv_output(graph: Any, conv: Any, scale: float, zero_point: int) -> None:
+    """``Conv -> float readers`` -> ``Conv -> QuantizeLinear -> DequantizeLinear -> float readers``: ONNX Runtime then
+    fuses the convolution into ``QLinearConv`` (and a following ``Add`` of two dequantized values whose output is
+    quantized into ``QLinearAdd``)."""
+    from onnx import helper, numpy_helper
+
+    out = conv.output[0]
+    base = conv.name or out
+    graph.initializer.extend([
+        numpy_helper.from_array(np.asarray(scale, dtype=np.float32), f"{base}_output_scale"),
+        numpy_helper.from_array(np.asarray(zero_point, dtype=np.uint8), f"{base}_output_zero_point"),
+    ])  # fmt: skip
+    readers = [n for n in graph.node if out in n.input]
+    qparams = [f"{base}_output_scale", f"{base}_output_zero_point"]
+    graph.node.append(helper.make_node("QuantizeLinear", [out, *qparams], [f"{out}_quantized"],
+                                       name=f"{base}_output_QuantizeLinear"))  # fmt: skip
+    graph.node.append(helper.make_node("DequantizeLinear", [f"{out}_quantized", *qparams], [f"{out}_dequantized"],
+                                       name=f"{base}_output_DequantizeLinear"))  # fmt: skip
+    for reader in readers:
+        for i, name in enumerate(reader.input):
+            if name == out:
+                reader.input[i] = f"{out}_dequantized"
+
+
+def _float_output_convs(graph: Any, qparams: Optional[dict[str, tuple[float, int]]] = None) -> tuple[list, list]:
+    """Make every convolution read in float (before a residual add) run integer in ONNX Runtime.
+
+    With an observed range in ``qparams`` (:func:`conv_output_qparams`), its output gets a QuantizeLinear /
+    DequantizeLinear pair (:func:`_quantize_conv_output`): ``QLinearConv``, the output rounded to that uint8 grid.
+    Without one: ``Conv(DQ(x), DQ(w), b)`` -> ``ConvInteger(x, w) * (s_x * s_w) + b``: ONNX Runtime has no
+    float-output integer convolution to fuse it into, but runs ``ConvInteger`` integer (slowly: it is not fused with
+    the scaling); the int32 sums are exact, so the values are those of the dequantized convolution.
+
+    Returns:
+        ``(quantized, conv_integer)``: the names of the convolutions given a quantized output and of those rewritten
+        as ``ConvInteger``.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    qparams = qparams or {}
+    initializers = {t.name: t for t in graph.initializer}
+    producers = _producers(graph)
+    graph_outputs = {o.name for o in graph.output}
+    quantized: list[str] = []
+    conv_integer: list[str] = []
+    for conv in _float_read_convs(graph):
+        base = conv.name or conv.output[0]
+        if conv.output[0] in qparams and conv.output[0] not in graph_outputs:
+            _quantize_conv_output(graph, conv, *qparams[conv.output[0]])
+            quantized.append(base)
+            continue
+        x, w = producers[conv.input[0]], producers[conv.input[1]]
         xs, xz = (_constant(n, initializers, producers) for n in (x.input[1], x.input[2]))
         ws, wz = (_constant(n, initializers, producers) for n in (w.input[1], w.input[2]))
         wq = _constant(w.input[0], initializers, producers)
@@ -266,7 +429,6 @@ def _float_output_convs(graph: Any) -> int:
         if (wz is not None and bool(np.any(wz != 0))) or (bias is None and len(conv.input) > 2 and conv.input[2]):
             continue
         channels = wq.shape[0]
-        base = conv.name or conv.output[0]
         scale = np.float32(xs.reshape(())) * np.broadcast_to(ws.astype(np.float32).reshape(-1), (channels,))
         shape = (1, channels) + (1,) * (wq.ndim - 2)
         graph.initializer.extend([
@@ -288,8 +450,8 @@ def _float_output_convs(graph: Any) -> int:
             nodes.append(helper.make_node("Add", [scaled, f"{base}_bias"], [conv.output[0]], name=f"{base}_Add"))
         graph.node.remove(conv)
         graph.node.extend(nodes)
-        rewritten += 1
-    return rewritten
+        conv_integer.append(base)
+    return quantized, conv_integer
 
 
 def _topological_sort(graph: Any) -> None:
@@ -338,6 +500,7 @@ def ort_kernels(path: Union[str, os.PathLike]) -> OrtKernels:
             constants.update(n.output)
     kernels = OrtKernels()
     for node in graph.node:
+        kernels.ops[node.op_type] += 1
         if node.op_type in INTEGER_OPS:
             kernels.integer[node.op_type] += 1
         elif node.op_type in FLOAT_LAYER_OPS and len(node.input) > 1 and node.input[1] in constants:

@@ -104,6 +104,80 @@ def test_int8_bert_linears_all_run_integer_and_match(tmp_path) -> None:
     assert torch.allclose(out, ref, atol=1e-5)
 
 
+class _Residual(nn.Module):
+    """conv -> depthwise conv -> 1x1 projection added to the skip (an inverted-residual block), pool, classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.ReLU6())
+        self.proj = nn.Sequential(nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return self.head(x + self.proj(self.dw(x)))
+
+
+@pytest.fixture(scope="module")
+def residual() -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    net = _Residual().eval()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        for bn in (net.stem[1], net.dw[1], net.proj[1]):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(64, 3, 16, 16)
+    return quantize(net, x, calibration_batches=2, batch_size=32, compile=False), x
+
+
+def test_residual_projection_conv_runs_qlinearconv_with_calibration_data(residual, tmp_path) -> None:
+    int8, x = residual
+    layers = int8_layers(int8)
+    assert sorted(layers) == ["dw.0", "head.2", "proj.0", "stem.0"] and not layers["proj.0"].output_quantized
+    result = export(int8, tmp_path / "model.onnx", "onnx", example_inputs=x[:2], calibration_data=x)
+    assert len(result.details.quantized_conv_outputs) == 1 and result.details.conv_integer == []
+    kernels = ort_kernels(result.path)
+    assert kernels.integer == collections.Counter({"QLinearConv": 3, "QGemm": 1}), kernels.summary()
+    assert kernels.ops["ConvInteger"] == 0 and kernels.float_count == 0, kernels.summary()
+    assert kernels.ops["QLinearAdd"] == 1, kernels.summary()  # the residual add runs on uint8 values too
+    test = torch.randn(128, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    out = run_elsewhere(ORT_RUN, tmp_path, input=test)["out"]
+    with torch.no_grad():
+        ref = int8(test)
+    # the projection's output is rounded to its observed uint8 grid (our INT8 model adds it in float)
+    assert (out - ref).abs().max() <= 0.05 * ref.abs().max()
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.95
+
+
+def test_without_calibration_data_the_projection_is_conv_integer_and_warned(residual, tmp_path) -> None:
+    int8, x = residual
+    with pytest.warns(UserWarning, match=r"1 convolutions .* read in float .*ConvInteger.*calibration_data="):
+        result = export(int8, tmp_path / "model.onnx", "onnx", example_inputs=x[:2])
+    assert len(result.details.conv_integer) == 1 and result.details.quantized_conv_outputs == []
+    kernels = ort_kernels(result.path)
+    assert kernels.integer == collections.Counter({"QLinearConv": 2, "ConvInteger": 1, "QGemm": 1}), kernels.summary()
+    model = load_onnx(result.path)
+    with torch.no_grad():
+        ref = int8(x[:32])
+    assert (model(x[:32]) - ref).abs().max() <= 0.02 * ref.abs().max()  # exact int32 sums: ORT's own requantizing
+
+
+def test_calibration_data_is_validated(cnn, residual, tmp_path) -> None:
+    int8, x = residual
+    with pytest.raises(ValueError, match=r"`calibration_data` .*format='onnx' only, got format='onnx-fp16'"):
+        export(cnn[0], tmp_path / "a.onnx", "onnx-fp16", example_inputs=cnn[1][:2], calibration_data=cnn[1])
+    with pytest.raises(ValueError, match=r"`calibration_data` must be a tensor of inputs .* got int"):
+        export(int8, tmp_path / "b.onnx", "onnx", example_inputs=x[:2], calibration_data=3)
+    with pytest.raises(ValueError, match=r"`calibration_data` .* got a 0-d tensor"):
+        export(int8, tmp_path / "b.onnx", "onnx", example_inputs=x[:2], calibration_data=torch.tensor(1.0))
+    with pytest.raises(ValueError, match="is a float model"):
+        export(cnn[0], tmp_path / "c.onnx", "onnx", example_inputs=cnn[1][:2], calibration_data=cnn[1])
+    with pytest.raises(ValueError, match=r"`calibration_data` batch 0 does not fit the exported graph"):
+        export(int8, tmp_path / "d.onnx", "onnx", example_inputs=x[:2], calibration_data=torch.randn(4, 5, 16, 16))
+    assert not os.listdir(tmp_path)
+
+
 def test_qat_graph_exports_as_its_int8_conversion(cnn, tmp_path) -> None:
     from lightning_compress.quantization.pt2e import convert_to_int8, prepare_qat
 
@@ -205,9 +279,12 @@ def test_efficientnet_lite0_int8_runs_integer_everywhere(tmp_path) -> None:
 
     net, cal = efficientnet_lite0(), calibration_batch(per_photo=2)
     int8 = quantize(net, cal, calibration_batches=2, batch_size=9, compile=False)
-    result = export(int8, tmp_path / "model.onnx", "onnx", example_inputs=cal[:2])
+    result = export(int8, tmp_path / "model.onnx", "onnx", example_inputs=cal[:2], calibration_data=cal.split(9))
     kernels = ort_kernels(result.path)
     assert kernels.integer_count == len(int8_layers(int8)) == 50 and kernels.float_count == 0, kernels.summary()
+    # the 9 projections before a residual add: calibrated quantized outputs, so QLinearConv and QLinearAdd
+    assert kernels.integer == collections.Counter({"QLinearConv": 49, "QGemm": 1}), kernels.summary()
+    assert kernels.ops["QLinearAdd"] == 9 and len(result.details.quantized_conv_outputs) == 9, kernels.summary()
     photos = photo_batch(crops=2)
     with torch.no_grad():
         ref = int8(photos)
