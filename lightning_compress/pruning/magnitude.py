@@ -5,11 +5,13 @@ The global criterion ranks every selected weight of a model against one threshol
 absolute values are read as float32, whose bit patterns, taken as int32, sort like the values themselves for
 non-negative numbers. A radix select over these keys finds the exact threshold: a histogram of the top 16 bits
 (32,641 bins for the finite magnitudes) gives the bin that holds the cut; the few keys in that bin are gathered and two
-more histograms of 8 bits each narrow them to the exact key. The keys of all tensors are built once into one buffer
-(while they total at most 16 M elements; beyond that they are recomputed one tensor at a time in each pass), and each
-pass is one operation over that buffer, not one per tensor. Ties at the threshold are pruned in a fixed order (tensor
-order, then flat index), so exactly ``round(sparsity * total)`` weights are pruned and the result does not depend on
-the hardware.
+more histograms of 8 bits each narrow them to the exact key. Only the top 16 bits of every key are built (int16, 2
+bytes per weight, read straight from the weights' bit patterns with the sign cleared), into one buffer for all tensors
+while they total at most 16 M elements (beyond that, one tensor at a time in each pass); the low 16 bits are read from
+the weights at the candidates only. Each pass is one operation over that buffer, not one per tensor: per update,
+about ten passes of 1-2 bytes per weight besides the 4-byte read of the weights. Ties at the threshold are pruned in a
+fixed order (tensor order, then flat index), so exactly ``round(sparsity * total)`` weights are pruned and the result
+does not depend on the hardware.
 
 **Sharded weights** (FSDP2's ``DTensor`` shards, rows split across ranks): each rank builds the histograms of its own
 shards only, and an all-reduce of the counts over the shards' group (``(32,641 + tensors) + 256 + 256`` counts, then one
@@ -51,7 +53,8 @@ _INF_KEY = 0x7F800000  # the key of |w| = Inf; NaN magnitudes are above it
 _BINS = (_INF_KEY >> 16) + 1  # pass-1 bins: 0 = already pruned (key -1), then 1 + the top 16 bits of a finite key
 _ROUNDS = ((8, 8), (0, 8))  # (shift, bits) of the histograms that narrow the low 16 bits inside the cut bin
 _HIGH_HALF = 1 if sys.byteorder == "little" else 0  # which int16 of an int32 holds its top 16 bits
-_CACHE_KEYS_UP_TO = 1 << 24  # elements (64 MiB of int32 keys); above it the keys are recomputed in every pass
+_CACHE_KEYS_UP_TO = 1 << 24  # elements (32 MiB of int16 high halves); above it they are recomputed in every pass
+_PRUNED_HIGH = 0x7FFF  # the high half already-pruned positions take in pass 1: above every finite magnitude's
 
 
 @dataclass(frozen=True)
@@ -270,10 +273,11 @@ def _masks(
     return masks
 
 
-class _Keys:
-    """The int32 keys of the weights (float32 bit patterns of ``|w|``, -1 where already pruned), segment by segment:
-    all tensors in one buffer, built once, when they total at most ``_CACHE_KEYS_UP_TO`` elements; else one tensor per
-    segment, rebuilt in each pass."""
+class _Highs:
+    """The top 16 bits of the keys (the float32 bit patterns of ``|w|``: ``bits >> 16 & 0x7FFF``, int16), with
+    already-pruned positions set to ``_PRUNED_HIGH`` (above every finite magnitude), segment by segment: all tensors
+    in one buffer, built once, when they total at most ``_CACHE_KEYS_UP_TO`` elements; else one tensor per segment,
+    rebuilt in each pass. The low 16 bits are read from the weights only where the cut needs them (the candidates)."""
 
     def __init__(self, weights: Sequence[Tensor], live: Any) -> None:
         self.weights, self.live = weights, live
@@ -284,34 +288,66 @@ class _Keys:
         total = self.offsets[-1]
         self.segments = [(0, len(weights))] if total <= _CACHE_KEYS_UP_TO else [(i, i + 1) for i in range(len(weights))]
         self._cache: dict[int, Tensor] = {}
-        self._minus_one = torch.full((), -1, dtype=torch.int32, device=weights[0].device)
+        self._pruned = torch.full((), _PRUNED_HIGH, dtype=torch.int16, device=weights[0].device)
 
     def start(self, segment: int) -> int:
         return self.offsets[self.segments[segment][0]]
+
+    def live_part(self, segment: int) -> Any:
+        """The live positions of a segment: None (all), a flat bool tensor, or one flat bool mask per tensor."""
+        first, stop = self.segments[segment]
+        if self.live is None:
+            return None
+        if isinstance(self.live, Tensor):
+            return self.live.narrow(0, self.offsets[first], self.offsets[stop] - self.offsets[first])
+        return [self.live[i].reshape(-1) for i in range(first, stop)]
+
+    def num_pruned(self, segment: int) -> int:
+        """Positions of the segment already pruned (not live)."""
+        live = self.live_part(segment)
+        if live is None:
+            return 0
+        parts = [live] if isinstance(live, Tensor) else live
+        return sum(int(m.numel() - m.count_nonzero()) for m in parts)
 
     def __call__(self, segment: int) -> Tensor:
         if segment in self._cache:
             return self._cache[segment]
         first, stop = self.segments[segment]
         base = self.offsets[first]
-        keys = torch.empty(self.offsets[stop] - base, dtype=torch.int32, device=self.weights[0].device)
-        as_float = keys.view(torch.float32)
+        high = torch.empty(self.offsets[stop] - base, dtype=torch.int16, device=self.weights[0].device)
         for i in range(first, stop):
             a, b = self.offsets[i] - base, self.offsets[i + 1] - base
             w = self.weights[i].detach().reshape(-1)
-            if w.dtype == torch.float32:
-                torch.abs(w, out=as_float[a:b])
-            else:  # ranked in float32, as ever
-                as_float[a:b].copy_(w).abs_()
-        live = self.live
+            if w.dtype != torch.float32:  # ranked in float32, as ever
+                w = w.to(torch.float32)
+            torch.bitwise_and(w.view(torch.int16)[_HIGH_HALF::2], 0x7FFF, out=high[a:b])  # the sign bit cleared
+        live = self.live_part(segment)
         if isinstance(live, Tensor):  # one flat buffer of the masks
-            torch.where(live.narrow(0, base, keys.numel()), keys, self._minus_one, out=keys)
+            torch.where(live, high, self._pruned, out=high)
         elif live is not None:  # one mask per tensor
-            for i in range(first, stop):
+            for i, mask in zip(range(first, stop), live):
                 a, b = self.offsets[i] - base, self.offsets[i + 1] - base
-                torch.where(live[i].reshape(-1), keys[a:b], self._minus_one, out=keys[a:b])
+                torch.where(mask, high[a:b], self._pruned, out=high[a:b])
         if len(self.segments) == 1:
-            self._cache[segment] = keys
+            self._cache[segment] = high
+        return high
+
+    def keys_at(self, segment: int, where: Tensor) -> Tensor:
+        """The whole int32 keys at the flat positions ``where`` (sorted, relative to the segment's start)."""
+        first, stop = self.segments[segment]
+        if stop - first == 1:
+            bounds = [0, where.numel()]
+        else:
+            edges = torch.tensor(self.offsets[first : stop + 1], dtype=where.dtype, device=where.device)
+            bounds = torch.searchsorted(where, edges - self.offsets[first]).tolist()
+        keys = torch.empty(where.numel(), dtype=torch.int32, device=where.device)
+        as_float = keys.view(torch.float32)
+        for j, i in enumerate(range(first, stop)):
+            local = where[bounds[j] : bounds[j + 1]] - (self.offsets[i] - self.offsets[first])
+            torch.abs(
+                self.weights[i].detach().reshape(-1)[local].to(torch.float32), out=as_float[bounds[j] : bounds[j + 1]]
+            )
         return keys
 
 
@@ -341,7 +377,7 @@ def _select(
     global_numels = [x.global_numel for x in layouts] if layouts is not None else [w.numel() for w in weights]
     total = sum(global_numels)
     k = num_to_prune(sparsity, total)
-    keys = _Keys(weights, live)
+    highs = _Highs(weights, live)
     device = out.device
     count_dtype = torch.int32 if total < 2**31 else torch.int64
     reduced = [0]
@@ -353,25 +389,21 @@ def _select(
         reduced[0] += counts.numel() * counts.element_size()
         return all_reduce_(counts, group).to(torch.int64)
 
-    # Pass 1: the top 16 bits (+1, so that the pruned key -1 falls in bin 0), and the live NaN / Inf per tensor
+    # Pass 1: the histogram of the top 16 bits (bin 0 = already pruned, bin 1 + h = high half h), and the live NaN / Inf
+    # per tensor (their high halves are >= 0x7f80; the pruned positions' 0x7fff is taken off by their count)
     hist = torch.zeros(_BINS, dtype=torch.int64, device=device)
     nonfinite = torch.zeros(len(weights), dtype=torch.int64, device=device)
-    high_cache: dict[int, Tensor] = {}
-    for s in range(len(keys.segments)):
-        key = keys(s)
-        if key.numel() == 0:
+    for s in range(len(highs.segments)):
+        high = highs(s)
+        if high.numel() == 0:
             continue
-        if int(key.max()) >= _INF_KEY:
-            first, stop = keys.segments[s]
-            base = keys.offsets[first]
-            for i in range(first, stop):
-                segment = key[keys.offsets[i] - base : keys.offsets[i + 1] - base]
-                nonfinite[i] = int((segment >= _INF_KEY).sum())
+        counts = torch.bincount(high, minlength=_PRUNED_HIGH + 1)
+        pruned = highs.num_pruned(s)
+        if int(counts[_INF_KEY >> 16 :].sum()) > pruned:  # a live NaN or Inf: count them per tensor for the message
+            _count_nonfinite(highs, s, high, nonfinite)
             continue
-        high = key.view(torch.int16)[_HIGH_HALF::2] + 1  # no overflow: finite keys stay below 0x7f80 << 16
-        hist += torch.bincount(high, minlength=_BINS)
-        if len(keys.segments) == 1:
-            high_cache[s] = high
+        hist[0] += pruned
+        hist[1:] += counts[: _BINS - 1]
     if group is not None:  # one all-reduce for both
         both = reduce(torch.cat([hist, nonfinite]))
         hist, nonfinite = both[:_BINS], both[_BINS:]
@@ -386,29 +418,30 @@ def _select(
     k = max(k, already)
     gather = _gather_bytes(weights, layouts)
     if k == already:  # nothing new to prune: the masks stay as they are
-        counts = _write_unchanged(keys, out)
+        counts = _write_unchanged(highs, out)
         return MagnitudeSelection(0.0, already, total, 1, reduced[0], gather), counts
 
     cum = hist.cumsum(0)
     b1 = int(torch.searchsorted(cum, torch.tensor([k], device=device)))  # first bin with cum >= k; >= 1
     below = int(cum[b1 - 1])
+    cut_high = b1 - 1  # the high half of the threshold's key
 
-    # The keys in bin b1 and where they are (flat index into `out`), in flat order
+    # The keys in bin b1 (live, high half = cut_high; the pruned hold 0x7fff) and where they are (flat index into
+    # `out`), in flat order
     positions, candidates = [], []
-    for s in range(len(keys.segments)):
-        key = keys(s)
-        if key.numel() == 0:
+    for s in range(len(highs.segments)):
+        high = highs(s)
+        if high.numel() == 0:
             continue
-        high = high_cache[s] if s in high_cache else key.view(torch.int16)[_HIGH_HALF::2] + 1
-        where = (high == b1).nonzero().squeeze(1)
-        candidates.append(key[where])
-        positions.append(where + keys.start(s) if s else where)
-    high_cache.clear()
-    pos = positions[0] if len(positions) == 1 else torch.cat(positions) if positions else _empty(device)
-    cand = candidates[0] if len(candidates) == 1 else torch.cat(candidates) if candidates else _empty(device, True)
+        where = (high == cut_high).nonzero().squeeze(1)
+        candidates.append(highs.keys_at(s, where))
+        positions.append(where + highs.start(s) if s else where)
+    all_pos = positions[0] if len(positions) == 1 else torch.cat(positions) if positions else _empty(device)
+    all_keys = candidates[0] if len(candidates) == 1 else torch.cat(candidates) if candidates else _empty(device, True)
 
     # Rounds on the candidates: 8 bits, then the last 8
-    threshold = (b1 - 1) << 16
+    threshold = cut_high << 16
+    cand, pos = all_keys, all_pos
     for shift, bits in _ROUNDS:
         digits = (cand >> shift) & ((1 << bits) - 1)
         counts2 = reduce(torch.bincount(digits, minlength=1 << bits))
@@ -419,20 +452,46 @@ def _select(
         chosen = digits == j
         cand, pos = cand[chosen], pos[chosen]
     ties_left = k - below  # >= 1: ties to prune, in (tensor, shard, flat index) order
-    mine = _my_ties(pos, ties_left, keys.offsets, layouts, group, reduce) if group is not None else ties_left
+    mine = _my_ties(pos, ties_left, highs.offsets, layouts, group, reduce) if group is not None else ties_left
 
-    counts = []
-    for s in range(len(keys.segments)):
-        key = keys(s)
-        start = keys.start(s)
-        torch.ge(key, threshold, out=out.narrow(0, start, key.numel()))
+    # Keep the live weights whose high half is above the cut's, and those in the cut's bin at or above the threshold
+    for s in range(len(highs.segments)):
+        high = highs(s)
+        part = out.narrow(0, highs.start(s), high.numel())
+        live_part = highs.live_part(s)
+        if live_part is None:
+            torch.ge(high, cut_high, out=part)
+        elif isinstance(live_part, Tensor):
+            torch.logical_and(live_part, high >= cut_high, out=part)  # in place when `live` is `out`
+        else:
+            torch.ge(high, cut_high, out=part)
+            first = highs.segments[s][0]
+            for i, mask in zip(range(first, highs.segments[s][1]), live_part):
+                a, b = highs.offsets[i] - highs.offsets[first], highs.offsets[i + 1] - highs.offsets[first]
+                part[a:b].logical_and_(mask)
+    out[all_pos[all_keys < threshold]] = False
     if mine:
         out[pos[:mine]] = False
+    counts = []
     for i in range(len(weights)):
-        part = out.narrow(0, keys.offsets[i], keys.numels[i])
+        part = out.narrow(0, highs.offsets[i], highs.numels[i])
         counts.append(int(part.numel() - part.count_nonzero()))
     value = torch.tensor(threshold, dtype=torch.int32).view(torch.float32).item()
     return MagnitudeSelection(value, k, total, 1 + len(_ROUNDS), reduced[0], gather), counts
+
+
+def _count_nonfinite(highs: _Highs, segment: int, high: Tensor, nonfinite: Tensor) -> None:
+    """``nonfinite[i]`` = the live NaN / Inf weights of each tensor ``i`` of the segment (high half >= 0x7f80)."""
+    first, stop = highs.segments[segment]
+    live = highs.live_part(segment)
+    for j, i in enumerate(range(first, stop)):
+        a, b = highs.offsets[i] - highs.offsets[first], highs.offsets[i + 1] - highs.offsets[first]
+        bad = high[a:b] >= (_INF_KEY >> 16)
+        if isinstance(live, Tensor):
+            bad &= live[a:b]
+        elif live is not None:
+            bad &= live[j]
+        nonfinite[i] = int(bad.sum())
 
 
 def _my_ties(
@@ -452,14 +511,20 @@ def _my_ties(
     return int(allotted[:, coordinate].sum())
 
 
-def _write_unchanged(keys: _Keys, out: Tensor) -> list[int]:
-    """``out`` = the live mask (keys >= 0), and the local pruned count of each tensor."""
-    for s in range(len(keys.segments)):
-        key = keys(s)
-        torch.ge(key, 0, out=out.narrow(0, keys.start(s), key.numel()))
+def _write_unchanged(highs: _Highs, out: Tensor) -> list[int]:
+    """``out`` = the live mask, and the local pruned count of each tensor."""
+    live = highs.live
+    if live is None:
+        out.fill_(True)
+    elif isinstance(live, Tensor):
+        if live.data_ptr() != out.data_ptr():
+            out.copy_(live)
+    else:
+        for i, mask in enumerate(live):
+            out.narrow(0, highs.offsets[i], highs.numels[i]).copy_(mask.reshape(-1))
     counts = []
-    for i in range(len(keys.numels)):
-        part = out.narrow(0, keys.offsets[i], keys.numels[i])
+    for i in range(len(highs.numels)):
+        part = out.narrow(0, highs.offsets[i], highs.numels[i])
         counts.append(int(part.numel() - part.count_nonzero()))
     return counts
 
