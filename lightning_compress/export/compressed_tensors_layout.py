@@ -5,6 +5,22 @@ Followed: compressed-tensors 0.20 (``compressors/pack_quantized``, ``compressors
 ``quantization/quant_args.py``) and vLLM's compressed-tensors loader (``CompressedTensorsWNA16`` and
 ``CompressedTensorsW8A8Int8``, which create exactly these parameters).
 
+vLLM source checked (2026-12-01, read only: vLLM needs a GPU and does not run here), in vllm-project/vllm:
+``model_executor/layers/quantization/compressed_tensors/compressed_tensors.py`` at commit ``be696453ee1b`` (the
+late-2025 loader, vLLM 0.11 line: ``format`` / ``config_groups[*].targets, weights, input_activations, format`` /
+``ignore`` / ``sparsity_config`` / ``transform_config`` read; ``pack-quantized`` + weight-only channel / group ->
+``CompressedTensorsWNA16(num_bits, strategy, symmetric, group_size, actorder)``; ``int-quantized`` + 8-bit static
+per-tensor inputs, symmetric channel / tensor weights, symmetric or asymmetric inputs -> ``CompressedTensorsW8A8Int8``),
+``schemes/compressed_tensors_w8a8_int8.py`` at ``c45614b5d83b`` (``weight`` int8 ``(out, in)``, ``weight_scale``
+float32 ``(out, 1)``, ``input_scale`` float32 ``(1,)``, asymmetric ``input_zero_point`` int8 ``(1,)``: "stored in
+the dtype of the weights") and ``schemes/compressed_tensors_wNa16.py`` at ``519b90d4648d`` plus a recent copy of that
+file (2-8 bits; ``weight_packed`` int32 ``(out, ceil(in * bits / 32))`` packed along dim 1, ``weight_scale``
+``(out, groups)`` in the model dtype, ``weight_shape`` int64 ``(2,)``, asymmetric 4 / 8 bits ``weight_zero_point``
+int32 ``(ceil(out * bits / 32), groups)`` packed along dim 0, ``weight_g_idx`` only with ``actorder="group"``, which
+is never written here). The tensors below match those names, shapes and dtypes (a scale written in fp32 is cast by
+vLLM's loader). vLLM checks that the shards of a fused layer (q / k / v, gate / up) are all quantized or all in
+``ignore``: keep them alike.
+
 Per quantized Linear ``<name>``:
 
 - ``pack-quantized`` (weight-only, 1-8 bits; vLLM reads 4 and 8): ``<name>.weight_packed`` int32 ``(out, ceil(in *
