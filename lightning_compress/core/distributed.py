@@ -1,6 +1,8 @@
 """Collectives of the masking core: the same masks and weights on every rank under DDP (rank 0's, broadcast in one
 collective each), and, for weights sharded across ranks (:mod:`~lightning_compress.core.sharding`), every shard's part
-of a tensor gathered to one rank (a checkpoint holds whole masks) and each shard's offset into a whole tensor.
+of a tensor gathered to one rank (a checkpoint holds whole masks) and each shard's offset into a whole tensor; and,
+for one-shot calibration on a model replicated on every rank, :class:`DataParallel`: each rank's share of the
+calibration batches and the sums of the statistics gathered on them.
 
 Masks go packed to 1 bit per weight, so that every replica prunes the same weights even where their float values
 differ in the last bit. Without an initialised process group of more than one rank every function returns its input
@@ -14,7 +16,8 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Optional, TypeVar
 
 import torch
 from torch import Tensor
@@ -23,8 +26,11 @@ from lightning_compress.core.bit_packing import pack_mask, unpack_mask
 from lightning_compress.core.sharding import ShardLayout
 
 __all__ = [
+    "DataParallel",
     "broadcast_masks",
     "broadcast_tensors_",
+    "check_distributed",
+    "data_parallel",
     "gather_packed_masks",
     "gather_to_first",
     "is_distributed",
@@ -36,6 +42,107 @@ def is_distributed() -> bool:
     """Whether a process group of more than one rank is initialised."""
     dist = torch.distributed
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+T = TypeVar("T")
+
+
+def check_distributed(value: Any) -> Optional[str]:
+    """The problem with a ``distributed`` argument (``"auto"`` or ``False``), or None.
+
+    Example:
+        >>> check_distributed("auto") is None, check_distributed(True)[-22:]
+        (True, 'all of them), got True')
+    """
+    if (isinstance(value, str) and value == "auto") or value is False:
+        return None
+    return (
+        "`distributed` can be 'auto' (split the calibration batches across the ranks of an initialised process"
+        f" group) or False (every rank calibrates on all of them), got {value!r}"
+    )
+
+
+@dataclass(frozen=True)
+class DataParallel:
+    """Data-parallel calibration over the ranks of the default process group: the model is whole on every rank, each
+    rank runs its share of the calibration batches, and the statistics are summed over the ranks before they are used,
+    so every rank computes the same result.
+
+    Attributes:
+        rank: This process's rank.
+        world_size: The number of ranks (> 1).
+    """
+
+    rank: int
+    world_size: int
+
+    def share(self, items: Sequence[T], what: str = "calibration batches") -> list[T]:
+        """This rank's share of ``items``, which must be the same on every rank: ``items[rank::world_size]`` (so
+        shares differ by at most one item). One all-gather checks that every rank holds as many.
+
+        Raises:
+            ValueError: On every rank, if the ranks hold different numbers of ``items``, or fewer than
+                ``world_size`` (a rank would have none).
+        """
+        counts = torch.tensor([len(items)], dtype=torch.int64, device=_collective_device())
+        table = [torch.empty_like(counts) for _ in range(self.world_size)]
+        torch.distributed.all_gather(table, counts)
+        per_rank = [int(t) for t in table]
+        if len(set(per_rank)) != 1:
+            listed = ", ".join(f"rank {r}: {c}" for r, c in enumerate(per_rank))
+            raise ValueError(
+                f"data-parallel calibration needs the same {what} on every rank (each rank takes its share), but the"
+                f" ranks hold different numbers of them ({listed}); give every rank the same data, or pass"
+                " `distributed=False`"
+            )
+        if per_rank[0] < self.world_size:
+            raise ValueError(
+                f"data-parallel calibration splits the {what} across the {self.world_size} ranks of the process group,"
+                f" but there are only {per_rank[0]}: give at least {self.world_size} (more `calibration_batches` or"
+                " data), or pass `distributed=False` to calibrate every rank on all of them"
+            )
+        return list(items[self.rank :: self.world_size])
+
+    @torch.no_grad()
+    def all_reduce_sum_(self, tensors: Sequence[Tensor]) -> None:
+        """Sum each of ``tensors`` over the ranks, in place (one all-reduce per tensor, on its device; the result is
+        the same on every rank)."""
+        for tensor in tensors:
+            torch.distributed.all_reduce(tensor)
+
+    @torch.no_grad()
+    def broadcast_(self, tensors: Sequence[Tensor], src: int) -> None:
+        """Overwrite each of ``tensors`` in place with rank ``src``'s (one broadcast per tensor; bool tensors go as
+        bytes)."""
+        for tensor in tensors:
+            data = tensor.data.view(torch.uint8) if tensor.dtype == torch.bool else tensor.data
+            torch.distributed.broadcast(data, src=src)
+
+
+def data_parallel(distributed: Any = "auto") -> Optional[DataParallel]:
+    """The ranks to calibrate over: a :class:`DataParallel` when ``distributed="auto"`` and a process group of more
+    than one rank is initialised; None (calibrate on every batch here) otherwise.
+
+    Raises:
+        ValueError: If ``distributed`` is not ``"auto"`` or ``False``.
+
+    Example:
+        >>> data_parallel("auto") is None  # no process group here
+        True
+    """
+    problem = check_distributed(distributed)
+    if problem is not None:
+        raise ValueError(problem)
+    if distributed is False or not is_distributed():
+        return None
+    return DataParallel(torch.distributed.get_rank(), torch.distributed.get_world_size())
+
+
+def _collective_device() -> torch.device:
+    """Where the default group's small collectives go: the current GPU for NCCL, else the CPU."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def broadcast_masks(masks: list[Tensor]) -> list[Tensor]:

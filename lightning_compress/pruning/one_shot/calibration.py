@@ -4,10 +4,24 @@ A Linear layer computes ``W X`` with ``X`` its inputs, one column per token; a c
 over the ``im2col`` matrix of its input (``F.unfold``: rows ordered channel, then kernel position, the order of
 ``weight.reshape(out, -1)``). Per layer this keeps, summed over every calibration token, either the squared norm of
 each input feature (``diag(X X^T)``, for Wanda; ``in`` floats) or the Hessian ``2 X X^T / tokens`` (for SparseGPT;
-``in x in`` floats), in float32 on the layer's device.
+``in x in`` floats), on the layer's device. Each input's contribution is computed in float32 and added to float64 sums
+(float32 on MPS, which has no float64); the Hessian is divided by the tokens and handed out in float32 when asked
+for. The float64 sums make the result independent of the order the batches were added in, to the float32 bit in all
+but the rarest cases (the float64 rounding of the sums would have to cross a float32 rounding boundary), which is
+what lets data-parallel calibration (below) give the same masks and GPTQ grids as one process: GPTQ's rounding
+feeds each column's error into the next, so a difference of one float32 ulp in the Hessian can flip codes, and the
+flips grow block after block.
 
 Handled: ``nn.Linear`` (any input ``(..., in)``) and ``nn.Conv1d`` / ``nn.Conv2d`` with ``groups=1`` and zero
 padding. Anything else gets a reason from :func:`unsupported_reason`.
+
+Data-parallel calibration (the model whole on every rank, each rank running its share of the batches):
+:func:`all_reduce_statistics` turns each rank's statistics into those of all ranks' tokens together, the same on
+every rank: the float64 sums (Hessian, squared norms, ``|x|``) and the token counts are summed over the ranks. The
+float64 sums then differ from one process's only in their float64 rounding (grouped by rank instead of batch after
+batch: ~1e-16 relative), so the float32 statistics handed out are equal to one process's on all the batches except
+where that rounding crosses a float32 boundary (one float32 ulp, ~6e-8 relative; the tests allow ``rtol=1e-6`` and
+check the masks and grids are equal).
 
 Example:
     >>> lin = torch.nn.Linear(3, 2)
@@ -19,13 +33,16 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["InputStatistics", "gemm_inputs", "unsupported_reason"]
+from lightning_compress.core.distributed import DataParallel
+
+__all__ = ["InputStatistics", "all_reduce_statistics", "gemm_inputs", "unsupported_reason"]
 
 
 def unsupported_reason(module: nn.Module) -> Optional[str]:
@@ -95,6 +112,8 @@ class InputStatistics:
     Attributes:
         token_mask: Optional bool ``(B, L)``: which tokens of the next inputs are real (an attention mask). While set,
             a Linear input of shape ``(B, L, in)`` contributes only those tokens; other shapes are taken whole.
+        tokens: Tokens the statistics hold (all ranks' after :func:`all_reduce_statistics`).
+        local_tokens: Tokens this process saw.
 
     Raises:
         TypeError: If ``module`` is not handled.
@@ -113,14 +132,15 @@ class InputStatistics:
             raise TypeError(reason)
         weight = module.weight
         size = weight.numel() // weight.shape[0]
+        dtype = torch.float32 if weight.device.type == "mps" else torch.float64
         self.module = module
         self.token_mask: Optional[Tensor] = None
         self.tokens = 0
-        self._sq = torch.zeros(size, dtype=torch.float32, device=weight.device)
+        self.local_tokens = 0
+        self._sq = torch.zeros(size, dtype=dtype, device=weight.device)
         self._abs: Optional[Tensor] = torch.zeros_like(self._sq) if abs_mean else None
-        self._h: Optional[Tensor] = (
-            torch.zeros(size, size, dtype=torch.float32, device=weight.device) if hessian else None
-        )
+        self._h: Optional[Tensor] = torch.zeros(size, size, dtype=dtype, device=weight.device) if hessian else None
+        self._mean: Optional[Tensor] = None  # the float32 Hessian handed out (the sum is dropped then)
         self._handle = module.register_forward_hook(self._hook)
 
     def _hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -140,14 +160,14 @@ class InputStatistics:
         self._sq += torch.linalg.vector_norm(rows, dim=0).square_()  # no (tokens, in) temporary
         if self._abs is not None:
             self._abs += torch.linalg.vector_norm(rows, ord=1, dim=0)
-        if self._h is not None:  # a running mean, so that the scale stays near that of one token
-            self._h.mul_(self.tokens / (self.tokens + count))
-            self._h.addmm_(rows.T, rows, alpha=2.0 / (self.tokens + count))
+        if self._h is not None or self._mean is not None:
+            self._hessian_sum().add_(rows.T @ rows)  # float32 GEMM, float64 sum
         self.tokens += count
+        self.local_tokens += count
 
     def input_norms(self) -> Tensor:
-        """``(in,)``: ``||X_j||_2`` over every token seen."""
-        return self._sq.sqrt()
+        """``(in,)`` float32: ``||X_j||_2`` over every token seen."""
+        return self._sq.sqrt().float()
 
     def input_abs_mean(self) -> Tensor:
         """``(in,)``: the mean ``|x_j|`` over every token seen (AWQ).
@@ -157,18 +177,59 @@ class InputStatistics:
         """
         if self._abs is None:
             raise RuntimeError("this InputStatistics keeps no mean |x| (built with abs_mean=False)")
-        return self._abs / max(self.tokens, 1)
+        return (self._abs / max(self.tokens, 1)).float()
 
     def hessian(self) -> Tensor:
-        """``(in, in)``: ``2 X X^T / tokens``.
+        """``(in, in)`` float32: ``2 X X^T / tokens``; the same tensor at every call until more input is added.
 
         Raises:
             RuntimeError: If this was built with ``hessian=False``.
         """
+        if self._mean is None:
+            if self._h is None:
+                raise RuntimeError("this InputStatistics keeps only the input norms (built with hessian=False)")
+            self._mean = self._h.mul_(2.0 / max(self.tokens, 1)).float()
+            self._h = None  # the float64 sum is not kept beside it
+        return self._mean
+
+    def _hessian_sum(self) -> Tensor:
+        """The Hessian's running sum ``X X^T`` (rebuilt from the handed-out mean if more input comes after it)."""
         if self._h is None:
-            raise RuntimeError("this InputStatistics keeps only the input norms (built with hessian=False)")
+            assert self._mean is not None
+            dtype = torch.float32 if self._mean.device.type == "mps" else torch.float64
+            self._h = self._mean.to(dtype).mul_(max(self.tokens, 1) / 2.0)
+            self._mean = None
         return self._h
 
     def remove(self) -> None:
         """Stop gathering (remove the hook); the statistics stay."""
         self._handle.remove()
+
+
+@torch.no_grad()
+def all_reduce_statistics(stats: Sequence[InputStatistics], parallel: Optional[DataParallel]) -> None:
+    """Make each of ``stats`` hold the statistics of every rank's tokens, in place and the same on every rank: one
+    all-reduce of the token counts, then one per statistic of each layer that some rank saw (nothing when
+    ``parallel`` is None).
+
+    Every rank must call this with the same layers in the same order. A layer no rank saw keeps 0 tokens.
+
+    Args:
+        stats: The layers' statistics, gathered on this rank's share of the batches.
+        parallel: The ranks (:func:`~lightning_compress.core.distributed.data_parallel`), or None.
+
+    Example:
+        >>> lin = torch.nn.Linear(2, 2)
+        >>> stats = InputStatistics(lin, hessian=False)
+        >>> all_reduce_statistics([stats], None)  # one process: unchanged
+    """
+    if parallel is None or not stats:
+        return
+    counts = torch.tensor([s.tokens for s in stats], dtype=torch.int64, device=stats[0]._sq.device)
+    parallel.all_reduce_sum_([counts])
+    for s, total in zip(stats, counts.tolist()):
+        if total == 0:
+            continue
+        h = s._hessian_sum() if (s._h is not None or s._mean is not None) else None
+        parallel.all_reduce_sum_([t for t in (s._sq, s._abs, h) if t is not None])
+        s.tokens = total

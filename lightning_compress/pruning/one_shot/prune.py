@@ -12,6 +12,15 @@ it (:mod:`~lightning_compress.pruning.one_shot.sequential_calibration`); models 
 in one pass. Everything runs on the model's device, under ``torch.no_grad`` and in eval mode (the mode is restored
 afterwards). ``lc-oneshot`` runs it over a trained Hugging Face classifier.
 
+Under an initialised ``torch.distributed`` process group of more than one rank, with the model whole on every rank
+(DDP, or one-shot work outside training), calibration is data-parallel by default (``distributed="auto"``): each rank
+runs its share of the calibration batches and the layer statistics are all-reduced before each layer is pruned (see
+:mod:`~lightning_compress.pruning.one_shot.sequential_calibration`); each layer of a block is then pruned by one rank
+(the layers dealt out by their cost) and its weight and mask broadcast, so every rank ends with the same masks while
+each runs 1 / ``world_size`` of the forward passes and about that share of the solves. Weights are never split
+across ranks: SparseGPT chooses its masks across the rows of a column block, so it is not run on row shards, and a
+model with sharded (FSDP2 ``DTensor``) weights is refused.
+
 Example:
     >>> net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
     >>> loader = [torch.randn(32, 8) for _ in range(4)]
@@ -33,7 +42,9 @@ import torch
 from torch import Tensor, nn
 
 from lightning_compress.core.batches import call_on_batch, move_data_to_device
+from lightning_compress.core.distributed import check_distributed
 from lightning_compress.core.selection import FilterFn, prunable_weights
+from lightning_compress.core.sharding import is_dtensor
 from lightning_compress.core.validation import ArgumentErrors, check_finite, is_int
 from lightning_compress.pruning.magnitude import magnitude_mask
 from lightning_compress.pruning.one_shot.calibration import InputStatistics, unsupported_reason
@@ -64,7 +75,8 @@ class OneShotResult:
         method: ``"magnitude"``, ``"wanda"`` or ``"sparsegpt"``.
         pattern: ``"50%"`` or ``"2:4"``.
         blocks: The qualified name of the blocks processed one after another, or None (one pass).
-        calibration_batches: Batches used (0 for magnitude).
+        calibration_batches: Batches used (0 for magnitude), on all ranks together.
+        ranks: Ranks the calibration was split across (1: one process, or ``distributed=False``).
         seconds: Wall time.
     """
 
@@ -74,6 +86,7 @@ class OneShotResult:
     pattern: str = ""
     blocks: Optional[str] = None
     calibration_batches: int = 0
+    ranks: int = 1
     seconds: float = 0.0
 
     @property
@@ -112,6 +125,7 @@ def one_shot_prune(
     blocksize: int = 128,
     percdamp: float = 0.01,
     ignore: IgnoreSpec = "auto",
+    distributed: Any = "auto",
 ) -> OneShotResult:
     """Prune the Linear / Conv weights of a trained ``model`` in place, to ``sparsity`` or N:M, in one shot.
 
@@ -142,6 +156,15 @@ def one_shot_prune(
             embedding, see :mod:`~lightning_compress.pruning.one_shot.ignored_layers`), or module names / ``fnmatch``
             patterns (``["lm_head", "*.down_proj"]``; ``()`` leaves nothing out). Ignored layers are listed in
             ``skipped``.
+        distributed: ``"auto"``: under an initialised process group of more than one rank, every rank holding the
+            whole model and the same ``dataloader``, split the calibration batches across the ranks
+            (``batches[rank::world_size]``) and all-reduce the statistics (Hessian, input norms, token counts) before
+            each layer is pruned; the layers of a block are then dealt out to the ranks (by ``out * in^2``), each
+            pruned by one rank and its weight and mask broadcast to the others. Every rank ends with the same masks
+            and weights, equal to one process's on all the batches (the statistics are float64 sums, so the split
+            changes them only in rare float32 roundings: see
+            :mod:`~lightning_compress.pruning.one_shot.calibration`). ``False``: every rank calibrates on all the
+            batches and prunes every layer by itself.
 
     Returns:
         A :class:`OneShotResult` with the masks (the weights are already pruned) and the skipped layers.
@@ -150,7 +173,9 @@ def one_shot_prune(
         ValueError: Before any work, for a bad argument (every problem listed, each naming the argument, its value and
             what is allowed; an empty ``dataloader`` included); if a selected weight holds NaN or Inf (naming it); if no
             selected layer can be pruned; if ``dataloader``
-            yields no batch; if the model's forward never reaches the blocks.
+            yields no batch; if the model's forward never reaches the blocks; if a selected weight is sharded
+            (a ``DTensor``); if data-parallel with fewer calibration batches than ranks, or different numbers on the
+            ranks.
 
     Warns:
         UserWarning: When SparseGPT raised the dampening of a layer (its name is in the message); when a selected
@@ -166,9 +191,17 @@ def one_shot_prune(
     start = time.perf_counter()
     _validate(
         model, dataloader, method, sparsity, n, m, calibration_batches, filter_fn, skip_first_conv, skip_classifier,
-        blocks, forward_fn, blocksize, percdamp, ignore,
+        blocks, forward_fn, blocksize, percdamp, ignore, distributed,
     )  # fmt: skip
     params = prunable_weights(model, filter_fn, skip_first_conv, skip_classifier)
+    sharded = [name for name, weight in params.items() if is_dtensor(weight)]
+    if sharded:
+        raise ValueError(
+            f"one_shot_prune needs whole weights, but {len(sharded)} selected weight(s) are sharded DTensors"
+            f" ({sharded[0]}{' and more' if len(sharded) > 1 else ''}): SparseGPT chooses masks across the rows of a"
+            " column block, Wanda and magnitude rank whole rows or tensors. Prune the model whole on every rank (DDP,"
+            " where calibration is split across the ranks), then shard it"
+        )
     layers = {_owner_name(name): model.get_submodule(_owner_name(name)) for name in params}
     kept, ignored = apply_ignore(model, layers, ignore, "pruning")
     skipped: dict[str, str] = {_weight_name(fqn): why for fqn, why in ignored.items()}
@@ -213,8 +246,18 @@ def one_shot_prune(
         args = (method, sparsity, n, m, blocksize, percdamp)
         result.masks[name] = _prune_layer(name, stats, params[name], *args)
 
+    def share(name: str, src: int) -> None:  # data-parallel: rank src pruned the layer; its weight and mask to all
+        weight = params[name]
+        mask = result.masks.get(name)
+        if mask is None:
+            mask = result.masks[name] = torch.empty(weight.shape, dtype=torch.bool, device=weight.device)
+        assert calibration.parallel is not None
+        calibration.parallel.broadcast_([weight, mask], src)
+
     calibration = LayerCalibration(owners, hessian=method == "sparsegpt", process=prune,
-                                   unseen=result.skipped.__setitem__)  # fmt: skip
+                                   unseen=result.skipped.__setitem__, distributed=distributed,
+                                   broadcast=share)  # fmt: skip
+    result.ranks = calibration.parallel.world_size if calibration.parallel is not None else 1
     forward = forward_fn if forward_fn is not None else call_on_batch
     was_training = model.training
     model.eval()
@@ -222,6 +265,7 @@ def one_shot_prune(
         calibrate_sequentially(model, batches, forward, eligible, calibration, block_name)
     finally:
         model.train(was_training)
+    result.masks = {name: result.masks[name] for name in eligible if name in result.masks}  # one order on all ranks
     result.seconds = time.perf_counter() - start
     return result
 
@@ -275,10 +319,14 @@ def _validate(
     blocksize: Any,
     percdamp: Any,
     ignore: Any,
+    distributed: Any,
 ) -> None:
     """Raise one ValueError naming every bad argument, its value and what is allowed."""
     errors = ArgumentErrors()
     check_ignore(errors, ignore)
+    problem = check_distributed(distributed)
+    if problem is not None:
+        errors.add(problem)
     check_method_arguments(
         errors, method, sparsity, n, m, calibration_batches, filter_fn, skip_first_conv, skip_classifier, forward_fn,
         blocksize, percdamp,
@@ -322,7 +370,7 @@ def check_method_arguments(
         >>> errors = ArgumentErrors()
         >>> check_method_arguments(errors, "obs", 0.5, None, None, 16, None, False, False, None, 128, 0.01)
         >>> list(errors)
-        ['`method` can be magnitude, sparsegpt or wanda, got 'obs'"]
+        ["`method` can be magnitude, sparsegpt or wanda, got 'obs'"]
     """
     errors.one_of("method", method, METHODS)
     errors.extend(check_sparsity_pattern(sparsity, n, m))

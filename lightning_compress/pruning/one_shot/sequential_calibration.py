@@ -16,6 +16,17 @@ A key/value cache the model hands its blocks (Hugging Face decoders in eval mode
 with a 2-D ``attention_mask`` (Hugging Face), Linear inputs of shape
 ``(B, L, in)`` contribute only the tokens the mask keeps.
 
+Data-parallel calibration: with the model whole on every rank (DDP, or one-shot work under an initialised
+``torch.distributed`` process group of more than one rank) and ``distributed="auto"``, each rank takes its share of
+the calibration batches (``batches[rank::world_size]``; the same batches must be given on every rank), and each
+layer's statistics (Hessian, squared norms, ``|x|`` sums, token counts) are all-reduced before the layer is
+processed (:func:`~lightning_compress.pruning.one_shot.calibration.all_reduce_statistics`), so every rank prunes or
+quantizes from the statistics of all the batches and computes the same result, while each rank runs only its share
+of the forward passes. Block after block, block ``i + 1``'s inputs on a rank are its own share, computed through the
+already processed block ``i``. The weights themselves are never split: a method that looks across the rows of a
+weight (SparseGPT chooses masks across the rows of a column block) sees whole weights on every rank; a model sharded
+across ranks (FSDP2 ``DTensor`` weights) is refused.
+
 Example:
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     >>> seen = {}
@@ -34,7 +45,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from lightning_compress.pruning.one_shot.calibration import InputStatistics
+from lightning_compress.core.distributed import data_parallel
+from lightning_compress.pruning.one_shot.calibration import InputStatistics, all_reduce_statistics
 
 __all__ = ["ForwardFn", "LayerCalibration", "calibrate_sequentially", "find_repeated_blocks", "without_cache"]
 
@@ -75,6 +87,20 @@ class LayerCalibration:
         process: ``process(name, statistics)``, called once per layer that saw input: prune or quantize it.
         unseen: ``unseen(name, reason)``, called for a layer that saw no input when it was due.
         abs_mean: Keep the mean ``|x_j|`` too (AWQ).
+        distributed: ``"auto"``: under an initialised process group of more than one rank, calibrate data-parallel
+            (each rank its share of the batches, the statistics all-reduced before ``process``; see the module
+            docstring); ``False``: every rank calibrates on all the batches by itself.
+        broadcast: When data-parallel, also split the layers' processing: of the layers finished together (a block's,
+            whose statistics are all complete before any is processed), each is processed by one rank only (the
+            layers dealt out by cost, ``out * in^2``, largest first, each to the least loaded rank: the same on every
+            rank), and then ``broadcast(name, src)`` is called on every rank, for every such layer in the same order,
+            to hand rank ``src``'s result to the others. None: every rank processes every layer.
+
+    Attributes:
+        parallel: The ranks calibrated over (:class:`~lightning_compress.core.distributed.DataParallel`), or None.
+
+    Raises:
+        ValueError: If ``distributed`` is not ``"auto"`` or ``False``.
     """
 
     def __init__(
@@ -84,7 +110,11 @@ class LayerCalibration:
         process: Callable[[str, InputStatistics], Any],
         unseen: Optional[Callable[[str, str], Any]] = None,
         abs_mean: bool = False,
+        distributed: Any = "auto",
+        broadcast: Optional[Callable[[str, int], Any]] = None,
     ) -> None:
+        self.parallel = data_parallel(distributed)
+        self.broadcast = broadcast
         self.layers = dict(layers)
         self.hessian = hessian
         self.abs_mean = abs_mean
@@ -114,18 +144,56 @@ class LayerCalibration:
         for stats in self.active.values():
             stats.token_mask = mask
 
+    def share(self, batches: Sequence[Any]) -> list[Any]:
+        """This rank's share of the calibration ``batches`` (all of them when not data-parallel).
+
+        Raises:
+            ValueError: If data-parallel and there are fewer batches than ranks, or the ranks hold different numbers.
+        """
+        return list(batches) if self.parallel is None else self.parallel.share(batches)
+
     def finish(self, stats: Mapping[str, InputStatistics], only_seen: bool = False) -> list[str]:
-        """Process every layer of ``stats`` that saw input; report the others as unseen (or, with ``only_seen``,
-        leave them for later). Returns the names processed."""
+        """All-reduce the statistics when data-parallel, then process every layer of ``stats`` that saw input (only
+        this rank's share of them, then ``broadcast``, when ``broadcast`` is given); report the others as unseen (or,
+        with ``only_seen``, leave them for later). Returns the names processed."""
+        all_reduce_statistics(list(stats.values()), self.parallel)
         done = []
         for name, s in stats.items():
             if s.tokens == 0:
                 if not only_seen and self.unseen is not None:
                     self.unseen(name, UNSEEN)
                 continue
-            self.process(name, s)
             done.append(name)
+        owners = self.owners(done) if self.parallel is not None and self.broadcast is not None else None
+        for name in done:
+            if owners is None or owners[name] == self.parallel.rank:  # type: ignore[union-attr]
+                self.process(name, stats[name])
+        if owners is not None:
+            assert self.broadcast is not None
+            for name in done:
+                self.broadcast(name, owners[name])
         return done
+
+    def owners(self, names: Sequence[str]) -> dict[str, int]:
+        """The rank that processes each of ``names`` when the processing is split: largest ``out * in^2`` first
+        (SparseGPT's and GPTQ's cost), each to the least loaded rank (ties: the lowest rank); the same on every rank.
+
+        Example:
+            >>> from lightning_compress.core.distributed import DataParallel
+            >>> calibration = LayerCalibration({"a": nn.Linear(64, 8), "b": nn.Linear(8, 8), "c": nn.Linear(8, 8)},
+            ...                                hessian=True, process=print)
+            >>> calibration.parallel = DataParallel(rank=0, world_size=2)
+            >>> calibration.owners(["a", "b", "c"])
+            {'a': 0, 'b': 1, 'c': 1}
+        """
+        assert self.parallel is not None
+        load = [0] * self.parallel.world_size
+        owners: dict[str, int] = {}
+        for name in sorted(names, key=lambda n: -_cost(self.layers[n])):  # sorted is stable: ties keep their order
+            rank = min(range(len(load)), key=load.__getitem__)
+            owners[name] = rank
+            load[rank] += _cost(self.layers[name])
+        return {name: owners[name] for name in names}
 
     def run(self, names: Sequence[str], run: Callable[[], Any]) -> list[str]:
         """Gather the statistics of ``names`` while ``run()`` runs, then :meth:`finish` them."""
@@ -135,6 +203,13 @@ class LayerCalibration:
         finally:
             stats = self.detach()
         return self.finish(stats)
+
+
+def _cost(layer: nn.Module) -> int:
+    """``out * in^2`` of a layer's GEMM: the work of a Hessian-based solve on it."""
+    out = layer.weight.shape[0]
+    width = layer.weight.numel() // max(out, 1)
+    return out * width * width
 
 
 class _StopForward(Exception):
@@ -155,7 +230,8 @@ def calibrate_sequentially(
 
     Args:
         model: The model, in eval mode, on the batches' device.
-        batches: The calibration batches.
+        batches: The calibration batches (the same on every rank when ``calibration`` is data-parallel: each rank
+            runs its share).
         forward: ``forward(model, batch)`` runs the model on a batch.
         names: Layers to process, by parameter-owner name relative to ``model`` (those inside block ``i`` start with
             ``"<blocks>.<i>."``).
@@ -165,8 +241,10 @@ def calibrate_sequentially(
             or None for one pass.
 
     Raises:
-        ValueError: If the model's forward does not reach the first block on every batch.
+        ValueError: If the model's forward does not reach the first block on every batch; when data-parallel, if
+            there are fewer batches than ranks (before any work).
     """
+    batches = calibration.share(batches)
     if blocks is None:
         calibration.run(names, lambda: _run_all(model, batches, forward, calibration))
         return

@@ -1,0 +1,132 @@
+"""Data-parallel calibration (2 CPU processes, gloo): with the model whole on both ranks and the calibration batches
+split across them, SparseGPT, Wanda and GPTQ give the same masks / quantized weights as one process on all the
+batches; each rank saw only its share of the tokens and the statistics handed to each layer are those of all of
+them; the layers of a block are dealt out to the ranks for their solves (pruning); too few batches, different
+numbers on the ranks and a bad ``distributed`` are refused. The 2-process run is
+``tests/sharded/data_parallel_calibration_run.py`` in a subprocess (once per module).
+
+Exactness: each batch's statistics are float32 and summed in float64, so grouping the sums by rank instead of batch
+after batch changes only their float64 rounding, which reaches the float32 statistics only where it crosses a float32
+rounding boundary (of the order of 2^-29 per element: not on these layers). So everything here is compared for
+equality: the statistics, the masks, SparseGPT's updated weights, GPTQ's scales, zero points and weights (GPTQ
+feeds each column's rounding error into the next, so a single float32 ulp in a Hessian flips codes, and the flips
+grow block after block: float32 sums grouped by rank flipped 7 to 42 codes per layer here).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from lightning_compress.pruning.one_shot.prune import one_shot_prune
+from lightning_compress.pruning.one_shot.sequential_calibration import LayerCalibration
+
+SCRIPT = Path(__file__).with_name("data_parallel_calibration_run.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+_spec = importlib.util.spec_from_file_location("data_parallel_calibration_run", SCRIPT)
+assert _spec is not None and _spec.loader is not None
+run_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_script)
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    out = tmp_path_factory.mktemp("data_parallel_calibration")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(out)], cwd=out, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+@pytest.fixture(scope="module")
+def single() -> dict[str, Any]:
+    torch.set_num_threads(1)
+    return run_script.results()
+
+
+@pytest.mark.parametrize("method", ["sparsegpt", "wanda"])
+def test_split_pruning_gives_the_single_process_masks(
+    ranks: list[dict[str, Any]], single: dict[str, Any], method: str
+) -> None:
+    assert [r[method]["ranks"] for r in ranks] == [2, 2] and single[method]["ranks"] == 1
+    assert [r[method]["batches"] for r in ranks] == [5, 5]
+    masks = single[method]["masks"]
+    assert len(masks) == 8  # embed, 3 x (fc1, fc2), head
+    for r in ranks:
+        assert r[method]["masks"].keys() == masks.keys()
+        for name, mask in masks.items():
+            assert torch.equal(r[method]["masks"][name], mask), f"{method} {name}"
+            assert 1 - mask.float().mean() == 0.5
+        for name, weight in single[method]["weights"].items():  # SparseGPT's kept weights updated the same way
+            assert torch.equal(r[method]["weights"][name], weight), f"{method} {name}"
+    for name in masks:  # and the ranks agree bit for bit
+        assert torch.equal(ranks[0][method]["weights"][name], ranks[1][method]["weights"][name])
+
+
+def test_split_gptq_gives_the_single_process_grids(ranks: list[dict[str, Any]], single: dict[str, Any]) -> None:
+    layers = single["gptq"]
+    assert len(layers) == 8
+    for r in ranks:
+        for name, q in layers.items():
+            got = r["gptq"][name]
+            for key in ("scale", "zero", "weight"):
+                assert torch.equal(got[key], q[key]), f"{name} {key}"
+    for name in layers:
+        assert torch.equal(ranks[0]["gptq"][name]["weight"], ranks[1]["gptq"][name]["weight"])
+
+
+def test_each_rank_saw_its_share_and_the_statistics_were_all_reduced(
+    ranks: list[dict[str, Any]], single: dict[str, Any]
+) -> None:
+    whole = single["stats"]
+    assert len(whole) == 8
+    for name, s in whole.items():
+        assert s["tokens"] == s["local_tokens"] == 60  # 5 batches of 12
+        assert [r["stats"][name]["local_tokens"] for r in ranks] == [36, 24]  # batches 0, 2, 4 and 1, 3
+        for r in ranks:
+            got = r["stats"][name]
+            assert got["tokens"] == 60
+            for key in ("hessian", "norms", "abs_mean"):
+                assert torch.equal(got[key], s[key]), f"{name} {key}"
+        assert torch.equal(ranks[0]["stats"][name]["hessian"], ranks[1]["stats"][name]["hessian"])
+        # opted out: each rank alone on all 5 batches, the single process's statistics exactly
+        for r in ranks:
+            assert r["opted_out"][name]["local_tokens"] == 60
+            assert torch.equal(r["opted_out"][name]["hessian"], s["hessian"])
+
+
+def test_the_layers_are_dealt_out_to_the_ranks(ranks: list[dict[str, Any]]) -> None:
+    sources = ranks[0]["dealt"]["sources"]
+    assert sources == ranks[1]["dealt"]["sources"]  # the same broadcasts, in the same order, on both ranks
+    assert len(sources) == 8
+    for rank, r in enumerate(ranks):  # each rank processed exactly the layers it is the source of
+        assert r["dealt"]["processed"] == [name for name, src in sources if src == rank]
+    owner = dict(sources)
+    # per block, fc1 (64 x 32^2) and fc2 (32 x 64^2 = 2x fc1's cost) go to different ranks
+    for i in range(3):
+        assert owner[f"layers.{i}.fc2"] == 0 and owner[f"layers.{i}.fc1"] == 1
+    assert owner["embed"] == 0 and owner["head"] == 0  # alone in their passes
+
+
+def test_too_few_or_uneven_batches_are_refused_on_every_rank(ranks: list[dict[str, Any]]) -> None:
+    for r in ranks:
+        assert "splits the calibration batches across the 2 ranks" in r["too_few"]
+        assert "only 1" in r["too_few"] and "distributed=False" in r["too_few"]
+        assert "rank 0: 3, rank 1: 4" in r["uneven"]
+
+
+def test_bad_distributed_argument_is_refused_before_work() -> None:
+    with pytest.raises(ValueError, match=r"`distributed` can be 'auto' .* or False .*got True"):
+        one_shot_prune(torch.nn.Linear(4, 4), [torch.randn(2, 4)], method="wanda", sparsity=0.5, distributed=True)
+    with pytest.raises(ValueError, match=r"`distributed` can be 'auto'.*got 'yes'"):
+        LayerCalibration({}, hessian=False, process=print, distributed="yes")
