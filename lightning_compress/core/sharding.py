@@ -326,7 +326,7 @@ SHARDED_SUPPORT: dict[str, ShardedSupport] = {
         (),
         "it replaces the network in `setup`, before `configure_model` shards it: the INT8 path exports one whole"
         " graph of the network (PT2E) and trains that graph from the start of fit, the INT4 path wraps the whole"
-        f" weights in group-wise fake quantizers; a sharded model provides neither, {_WHOLE}",
+        " weights in group-wise fake quantizers; no rank of a sharded model holds the whole network or whole weights",
     ),
     "PostTrainingQuantization": ShardedSupport(
         (),

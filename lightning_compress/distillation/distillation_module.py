@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_compress.core.batches import first_batch, move_data_to_device
-from lightning_compress.core.sharding import is_dtensor
+from lightning_compress.core.sharding import check_sharding, is_dtensor
 from lightning_compress.core.target import compression_target, find_network
 from lightning_compress.core.validation import check_materialized, is_int
 from lightning_compress.distillation.features import (
@@ -44,6 +44,7 @@ from lightning_compress.distillation.losses import (
     kd_loss,
     temperature_at,
 )
+from lightning_compress.distillation.sharded import shard_for_distillation, teacher_group
 from lightning_compress.distillation.teacher import TeacherSource, load_teacher, module_fingerprint
 from lightning_compress.distillation.teacher_cache import TeacherCache
 from lightning_compress.training.classification import ClassificationModule, OptimizerFactory
@@ -71,7 +72,9 @@ class DistillationModule(pl.LightningModule):
     It runs under ``torch.inference_mode`` (no autograd graph, no saved activations); its outputs are copied out of
     inference mode before they enter the loss, since inference tensors cannot be saved for backward. A teacher whose
     parameters are FSDP2 ``DTensor`` s runs under ``torch.no_grad`` instead (FSDP2 modules that once ran under
-    ``inference_mode`` fail at later forwards with torch 2.14).
+    ``inference_mode`` fail at later forwards with torch 2.14). Under ``ModelParallelStrategy`` (FSDP2, data-parallel
+    mesh only) :meth:`configure_model` shards the student and the teacher (see
+    :mod:`~lightning_compress.distillation.sharded`); the teacher cache is per rank.
 
     Feature names are module paths relative to the student network (the ``.model`` of a ``ClassificationModule``) and
     the teacher network, or Hugging Face outputs ``hidden_states.K`` / ``attentions.K`` (see
@@ -268,9 +271,20 @@ class DistillationModule(pl.LightningModule):
     # ---------------------------------------------------------------------------------------------------- hooks
     @override
     def setup(self, stage: str) -> None:
+        check_sharding(self.trainer, self)  # core.sharding.SHARDED_SUPPORT: no tensor parallelism
         needs_classes = getattr(self.student, "num_classes", 0) is None  # a bare student: read from its logits
         if (stage == "fit" and not self._prepared) or needs_classes:
             self.prepare(self._first_batch(stage))
+
+    @override
+    def configure_model(self) -> None:
+        """Under ``ModelParallelStrategy`` (a device mesh): shards the student, the projections and the frozen teacher
+        with FSDP2 over the data-parallel dimension (:mod:`~lightning_compress.distillation.sharded`); under any other
+        strategy: the student's own ``configure_model``."""
+        if self.device_mesh is not None:
+            shard_for_distillation(self)
+        else:
+            self.student.configure_model()
 
     @override
     def on_train_start(self) -> None:
@@ -282,7 +296,7 @@ class DistillationModule(pl.LightningModule):
             )
         cache = self._teacher_cache()
         if cache is not None and cache.folder is not None:
-            loaded = cache.load()
+            loaded = cache.load(rank=self.global_rank)
             rank_zero_info(f"Teacher cache: {loaded} logits loaded from {cache.folder}")
 
     @override
@@ -318,7 +332,7 @@ class DistillationModule(pl.LightningModule):
         cache = self._cache
         if cache is None:
             return
-        self.log("distill/cache_hit_rate", cache.hit_rate())
+        self.log("distill/cache_hit_rate", cache.hit_rate(), sync_dist=True)  # each rank's own cache: the mean
         cache.save(rank=self.global_rank)
 
     @override
@@ -410,7 +424,8 @@ class DistillationModule(pl.LightningModule):
         """The teacher's float32 logits (from the cache when there is one) and features, outside inference mode."""
         cache = self._teacher_cache()
         if cache is not None:
-            return cache.logits(inputs, lambda x: self._run_teacher(x, ())[0]), {}
+            group = teacher_group(self._teacher)  # a sharded teacher: the ranks run it together
+            return cache.logits(inputs, lambda x: self._run_teacher(x, ())[0], group), {}
         return self._run_teacher(inputs, [p.teacher for p in self.features])
 
     def _run_teacher(self, inputs: Any, names: Sequence[str]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -419,11 +434,13 @@ class DistillationModule(pl.LightningModule):
             teacher.eval()
         if self.teacher_dtype is not None:
             inputs = _cast_floating(inputs, self.teacher_dtype)
-        # An FSDP2-sharded teacher must not run under inference_mode: with torch 2.14 its later forwards (under no_grad
-        # too) fail on the inference tensors FSDP2 kept ("Inference tensors do not track version counter").
+        # An FSDP2-sharded teacher must not run in inference mode: with torch 2.14 its later forwards (under no_grad
+        # too) fail on the inference tensors FSDP2 kept ("Inference tensors do not track version counter"). It runs
+        # under no_grad with inference mode off, even inside an outer inference_mode (Lightning's GPU eval loops).
         first = next(teacher.parameters(), None)
-        grad_off = torch.no_grad() if first is not None and is_dtensor(first) else torch.inference_mode()
-        with grad_off, FeatureCapture(teacher, names) as captured:
+        sharded = first is not None and is_dtensor(first)
+        mode = torch.inference_mode(False) if sharded else torch.inference_mode()
+        with mode, torch.no_grad(), FeatureCapture(teacher, names) as captured:
             out = teacher(**inputs) if isinstance(inputs, Mapping) else teacher(inputs)
             logits = out.logits if hasattr(out, "logits") else out
         # Outside inference mode: copies are ordinary tensors, which autograd may save for the backward pass.

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from lightning_compress.core.checkpoints import PickledFileError, load_pickled, load_torch_file, read_state_dict
 from lightning_compress.core.file_kinds import file_kind
+from lightning_compress.core.sharding import is_dtensor
 from lightning_compress.core.target import find_network
 
 __all__ = ["TeacherSource", "freeze", "load_teacher", "module_fingerprint"]
@@ -163,12 +164,22 @@ def module_fingerprint(module: nn.Module, extra: str = "") -> str:
     Two modules with equal fingerprints compute the same function (up to their code); used to key cached teacher
     outputs. One BLAKE2b pass over the weights.
 
+    Raises:
+        ValueError: If the module is sharded (``DTensor`` weights): fingerprint it before sharding.
+
     Example:
         >>> a = torch.nn.Linear(2, 2)
         >>> b = torch.nn.Linear(2, 2)
         >>> module_fingerprint(a) == module_fingerprint(a), module_fingerprint(a) == module_fingerprint(b)
         (True, False)
     """
+    sharded = [name for name, tensor in module.state_dict().items() if is_dtensor(tensor)]
+    if sharded:
+        raise ValueError(
+            f"module_fingerprint: {type(module).__name__} is sharded ({sharded[0]} is a DTensor): a shard's digest"
+            " differs on every rank; take the fingerprint before `fully_shard` (DistillationModule does, in"
+            " `configure_model`)"
+        )
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{type(module).__module__}.{type(module).__qualname__}|{extra}".encode())
     for name, tensor in module.state_dict().items():

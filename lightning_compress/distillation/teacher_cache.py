@@ -13,6 +13,13 @@ uses the same teacher (sweep jobs, reruns, other data subsets) reads all the fil
 computed, merged and written atomically at the end of each epoch with new entries (temporary file and rename, the
 permissions of a new file under the umask, so a group-shared folder works for the group).
 
+Under data parallelism (DDP, or ``ModelParallelStrategy`` with the teacher sharded too) each rank has its own cache,
+holding the teacher's outputs for the examples of its own batches (the distributed sampler's share), and writes
+them to its own file ``rank<r>``; at the start of training a rank reads every rank's files of this teacher (a row is
+right whichever rank computed it), but writes back only its own rows, so no file absorbs another rank's. A sharded
+teacher's forward is a collective: the ranks agree at each step whether any of them needs it
+(:meth:`TeacherCache.logits` with ``group``).
+
 A file is a checksummed safetensors file (:mod:`~lightning_compress.core.tensor_file`, format
 ``lightning_compress.teacher_cache/1``): no pickle, and the header holds what identifies its content: the teacher
 fingerprint, the row count, the class count and the key size; the tensors are the example keys ``(N, 16)`` uint8 (the
@@ -46,6 +53,7 @@ import torch
 from torch import Tensor
 
 from lightning_compress.core.tensor_file import read_tensor_file, write_tensor_file
+from lightning_compress.distillation.sharded import sync_needed
 
 __all__ = ["FORMAT", "TeacherCache", "example_keys", "select_examples"]
 
@@ -134,12 +142,18 @@ class TeacherCache:
         self._from_disk: dict[
             bytes, Path
         ] = {}  # rows read from a file, until the teacher's own logits confirm the width
+        self._own: set[bytes] = set()  # this rank's rows: computed here or read from this rank's file (what it saves)
         self._new = 0
         self.hits = 0
         self.misses = 0
+        self.collective_runs = 0  # teacher forwards run only because another rank of a sharded teacher needed one
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def keys(self, own: bool = False) -> list[bytes]:
+        """The example keys held (``own``: only this rank's, the rows its file gets: computed here or read from it)."""
+        return [k for k in self._rows if k in self._own] if own else list(self._rows)
 
     def file(self, rank: int = 0) -> Optional[Path]:
         """This rank's cache file, or None for an in-memory cache."""
@@ -147,13 +161,17 @@ class TeacherCache:
             return None
         return self.folder / f"teacher-logits-{self.fingerprint}.rank{rank}{SUFFIX}"
 
-    def logits(self, inputs: Any, teacher: Callable[[Any], Tensor]) -> Tensor:
+    def logits(self, inputs: Any, teacher: Callable[[Any], Tensor], group: Any = None) -> Tensor:
         """The teacher's logits for a batch: cached rows where present, ``teacher(missing examples)`` for the rest.
 
         Args:
             inputs: A batch of model inputs (a tensor or a dict of tensors), ``B`` examples.
             teacher: Maps a batch of inputs to ``(b, C)`` logits; called once, on the missing examples only, or not at
-            all.
+                all.
+            group: For a sharded teacher, whose forward is a collective, the process group of its shards: the ranks
+                first agree (a 1-element all-reduce) whether any of them misses an example; if one does, every rank
+                runs the teacher (a rank with nothing missing on its first example, the output dropped), so that no
+                rank waits in an all-gather the others never enter. None: no collective.
 
         Returns:
             ``(B, C)`` float32 logits on the inputs' device.
@@ -162,6 +180,10 @@ class TeacherCache:
         missing = [i for i, key in enumerate(keys) if key not in self._rows]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
+        device = inputs.device if isinstance(inputs, Tensor) else next(iter(inputs.values())).device
+        if group is not None and sync_needed(len(missing), group, device) and not missing:
+            teacher(select_examples(inputs, [0]))  # the other ranks' forward: in step with them
+            self.collective_runs += 1
         if missing:
             computed = teacher(select_examples(inputs, missing) if len(missing) < len(keys) else inputs)
             self._check_width(computed.shape[-1])
@@ -169,7 +191,7 @@ class TeacherCache:
                 if keys[i] not in self._rows:
                     self._new += 1
                 self._rows[keys[i]] = row.clone()
-        device = inputs.device if isinstance(inputs, Tensor) else next(iter(inputs.values())).device
+                self._own.add(keys[i])
         return torch.stack([self._rows[key] for key in keys]).to(device)
 
     def hit_rate(self) -> float:
@@ -184,6 +206,7 @@ class TeacherCache:
         wrong = {key: path for key, path in self._from_disk.items() if self._rows[key].shape[-1] != classes}
         for key in wrong:
             del self._rows[key]
+            self._own.discard(key)
         if wrong:
             files = sorted({str(p) for p in wrong.values()})
             warnings.warn(
@@ -195,18 +218,25 @@ class TeacherCache:
         self._from_disk = {}
 
     # ------------------------------------------------------------------------------------------------------ disk
-    def load(self) -> int:
+    def load(self, rank: int = 0) -> int:
         """Adds the entries of every valid file of this teacher in ``folder`` (see the module docstring: a file that
-        fails a check is ignored with a warning); returns how many entries were added."""
+        fails a check is ignored with a warning); returns how many entries were added.
+
+        Every rank reads every rank's file (a row is the teacher's output for that content, whichever rank computed
+        it); only the rows of ``rank``'s own file become this rank's (written back by :meth:`save`).
+        """
         if self.folder is None or not self.folder.is_dir():
             return 0
         before = len(self._rows)
+        own = self.file(rank)
         for path in sorted(self.folder.glob(f"teacher-logits-{self.fingerprint}.rank*{SUFFIX}")):
-            self._merge(path)
+            self._merge(path, own=path == own)
         return len(self._rows) - before
 
     def save(self, rank: int = 0) -> Optional[Path]:
-        """Writes the cache (merged with what the file already holds) atomically, if it has new entries.
+        """Writes this rank's rows (computed here, or read from this rank's file; merged with what the file holds
+        now) atomically to this rank's file, if it has new entries. Rows read from other ranks' files are not copied
+        into it, so each rank's file holds the examples that rank saw.
 
         Returns:
             The file written, or None (in memory only, or nothing new).
@@ -215,8 +245,8 @@ class TeacherCache:
         if path is None or self._new == 0:
             return None
         if path.is_file():
-            self._merge(path)  # keep what another job with the same teacher wrote meanwhile
-        keys = list(self._rows)
+            self._merge(path, own=True)  # keep what another job with the same teacher wrote meanwhile
+        keys = self.keys(own=True)
         logits = torch.stack([self._rows[k] for k in keys]).float().contiguous()
         tensors = {
             "keys": torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8).view(len(keys), KEY_BYTES),
@@ -231,7 +261,7 @@ class TeacherCache:
     def _ignore(self, path: Path, why: str) -> None:
         warnings.warn(f"teacher cache: ignored {str(path)!r}: {why}", RuntimeWarning, stacklevel=3)
 
-    def _merge(self, path: Path) -> None:
+    def _merge(self, path: Path, own: bool = False) -> None:
         try:
             tensors, meta = read_tensor_file(path, FORMAT, "teacher cache file", "a teacher-cache file")
         except (ValueError, OSError) as err:
@@ -258,3 +288,5 @@ class TeacherCache:
             if key not in self._rows:
                 self._rows[key] = row
                 self._from_disk[key] = path
+            if own:
+                self._own.add(key)
