@@ -13,7 +13,11 @@ gives the cost on an MLP step). For the element-wise optimizers of ``torch.optim
 not subclasses) it is provably redundant once the optimizer state of the pruned positions is zero: with a zero weight, a
 zero gradient and zero state their update is exactly zero (weight decay included). So, for those, the post-step hook
 re-zeroes the weights *and* zeroes the per-element optimizer state of the pruned positions only on the first step after
-:meth:`attach` and after each mask change, and does nothing on the other steps; every other optimizer (and
+:meth:`attach`, and does nothing on the other steps. After a mask change it is cheaper still: when the writer re-zeroes
+the weights itself (:meth:`apply_to_weights` after :meth:`set_masks` / :meth:`mark_changed`, as every callback does
+so that the step's forward pass sees them), a step pre-hook zeroes only the optimizer state of the pruned positions
+before the next step, and the step keeps all three at zero (no second pass over the weights); without that
+:meth:`apply_to_weights` the post-step hook does both after the next step. Every other optimizer (and
 ``attach(..., always=True)``) gets the full re-zeroing after every step.
 
 On CPU, ``weight.mul_(bool_mask)`` would allocate a float copy of the mask on every call (TensorIterator casts CPU
@@ -125,6 +129,8 @@ class ParameterMasks:
         self._pruned: list[int] = [0] * len(self._params)  # pruned positions of the whole tensor
         self._always: set[int] = set()  # ids of optimizers re-zeroed after every step
         self._dirty: set[int] = set()  # ids of optimizers to re-zero (and clear state for) after their next step
+        self._changed: set[int] = set()  # the same, after a mask change: until the weights are re-zeroed
+        self._stale_state: set[int] = set()  # ids of optimizers whose state to clear before their next step
         if masks is not None:
             self.set_masks(masks)
 
@@ -214,6 +220,12 @@ class ParameterMasks:
     def apply_to_weights(self, optimizer: Optional[Optimizer] = None) -> None:
         """Zero the pruned weights in place (of ``optimizer``'s parameters only, when given)."""
         active = self._active(optimizer)
+        # weights zeroed after a mask change: the state of the pruned positions is all that is left to clear (before
+        # the next step: with zero weights, gradients and state, the element-wise optimizers' updates there are zero)
+        done = self._changed if optimizer is None else self._changed & {id(torch_optimizer(optimizer))}
+        if done:
+            self._stale_state.update(done - self._always)
+            self._changed.difference_update(done)
         if not active:
             return
         params = self._params if self.group is None else self.local_params
@@ -252,6 +264,8 @@ class ParameterMasks:
             self._subset(optimizer)
             if always or type(optimizer) not in _ELEMENTWISE_OPTIMIZERS:
                 self._always.add(id(optimizer))
+            else:
+                handles.append(optimizer.register_step_pre_hook(self._pre_step_hook))
             self._dirty.add(id(optimizer))
             handles.append(optimizer.register_step_post_hook(self._post_step_hook))
         self._handles.extend(handles)
@@ -265,6 +279,8 @@ class ParameterMasks:
         self._subsets.clear()
         self._always.clear()
         self._dirty.clear()
+        self._changed.clear()
+        self._stale_state.clear()
 
     @torch.no_grad()
     def zero_optimizer_state(self, optimizer: Optimizer) -> None:
@@ -285,14 +301,23 @@ class ParameterMasks:
                     triples.append((value, m, self._flat[i]))
         _masked_mul_([v for v, _, _ in triples], [m for _, m, _ in triples], [f for _, _, f in triples], self._scratch)
 
+    def _pre_step_hook(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+        key = id(optimizer)
+        if key in self._stale_state:
+            self._stale_state.discard(key)
+            if key not in self._dirty and key not in self._changed:  # else the post-step hook clears it
+                self.zero_optimizer_state(optimizer)
+
     def _post_step_hook(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
         key = id(optimizer)
         if key in self._always:
             self.apply_to_weights(optimizer)
-        elif key in self._dirty:
+        elif key in self._dirty or key in self._changed:
+            self._dirty.discard(key)
+            self._changed.discard(key)
             self.apply_to_weights(optimizer)
             self.zero_optimizer_state(optimizer)
-            self._dirty.discard(key)
+            self._stale_state.discard(key)
 
     def _mark_dirty(self, counts: Optional[Sequence[int]] = None) -> None:
         """Masks changed: count their pruned positions (summed over the shards), note which local masks have one, and
@@ -304,7 +329,7 @@ class ParameterMasks:
             device = self._masks[0].device
             counts = all_reduce_(torch.tensor(list(counts), dtype=torch.int64, device=device), self.group).tolist()
         self._pruned = list(counts)
-        self._dirty.update(self._subsets)
+        self._changed.update(self._subsets)
 
     def _active(self, optimizer: Optional[Optimizer]) -> list[int]:
         """Indices of ``optimizer``'s parameters (all when None) whose local mask prunes something; an all-True mask

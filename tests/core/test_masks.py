@@ -146,6 +146,35 @@ def test_elementwise_optimizers_keep_zeros_with_one_rezero_per_mask_change(make_
     masks.detach()
 
 
+@pytest.mark.parametrize("apply_first", [True, False], ids=["weights-applied", "weights-not-applied"])
+def test_mask_change_clears_state_before_the_step_without_a_second_weight_pass(apply_first) -> None:
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)  # no decay: the 5.0 below leaves no momentum
+    masks = ParameterMasks({"0.weight": net[0].weight, "2.weight": net[2].weight})
+    masks.attach([opt])
+    _train_steps(net, opt, masks, 2, mask_grads=True)  # dense: momentum everywhere, the attach pass done
+    g = torch.Generator().manual_seed(3)
+    masks.set_masks({n: torch.rand(m.shape, generator=g) > 0.5 for n, m in zip(masks.names, masks.masks)})
+    if apply_first:
+        masks.apply_to_weights()
+    first = tuple((~masks["0.weight"]).nonzero()[0])
+    with torch.no_grad():
+        net[0].weight[first] = 5.0  # written after the re-zeroing: only a post-step pass would clear it
+    opt.zero_grad()
+    net(torch.randn(4, 6)).pow(2).sum().backward()
+    masks.apply_to_grads(opt)
+    opt.step()
+    momentum = opt.state[net[0].weight]["momentum_buffer"]
+    assert (momentum[~masks["0.weight"]] == 0).all()  # cleared before (or after) the step
+    assert (net[2].weight.detach()[~masks["2.weight"]] == 0).all()
+    if apply_first:  # the state cleared before the step, the weights not passed over again after it
+        assert net[0].weight[first] != 0
+        assert (opt.state[net[2].weight]["momentum_buffer"][~masks["2.weight"]] == 0).all()
+    else:  # no re-zeroing by the writer: the post-step hook re-zeroes the weights and clears the state
+        assert (net[0].weight.detach()[~masks["0.weight"]] == 0).all()
+    masks.detach()
+
+
 def test_other_optimizers_are_rezeroed_after_every_step() -> None:
     class NoisySGD(torch.optim.SGD):  # moves every weight, whatever its gradient: not element-wise-safe
         @torch.no_grad()
