@@ -4,6 +4,7 @@ listed; the OneShotQuantization callback freezes the quantized weights (or train
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import lightning as L
@@ -13,6 +14,8 @@ from conftest import QUIET
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_compress.pruning.one_shot.calibration import InputStatistics
+from lightning_compress.quantization.weight_only.gptq import gptq_quantize
 from lightning_compress.quantization.weight_only.grid import dequantize
 from lightning_compress.quantization.weight_only.one_shot_quantization import OneShotQuantization
 from lightning_compress.quantization.weight_only.quantize import one_shot_quantize
@@ -56,6 +59,29 @@ def test_block_sequential_and_one_pass_agree_on_a_single_block_model(method: str
     for name in ra.layers:
         assert torch.allclose(a.get_submodule(name).weight, b.get_submodule(name).weight, atol=1e-6), name
         assert torch.allclose(ra.layers[name].scale, rb.layers[name].scale, atol=1e-7)
+
+
+def test_the_result_shares_the_layers_weights_and_they_are_exactly_gptqs_output() -> None:
+    net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+    torch.manual_seed(0)
+    for p in net.parameters():
+        nn.init.normal_(p)
+    original = {name: net.get_submodule(name).weight.detach().clone() for name in ("0", "2")}
+    hessians = {}
+    reference = nn.Sequential(*(copy.deepcopy(m) for m in net))
+    for name in ("0", "2"):  # each layer's Hessian as the one-pass calibration gathers it, on the float model
+        stats = InputStatistics(reference.get_submodule(name), hessian=True)
+        for batch in _data():
+            reference(batch)
+        stats.remove()
+        hessians[name] = stats.hessian()
+    _, result = one_shot_quantize(net, _data(), method="gptq", bits=4, group_size=16, blocks=None)
+    for name, q in result.layers.items():
+        weight = net.get_submodule(name).weight
+        assert q.weight.data_ptr() == weight.data_ptr()  # the result holds no second copy of the weights
+        expected = gptq_quantize(original[name], hessians[name], bits=4, group_size=16)
+        assert torch.equal(weight, expected.weight) and torch.equal(q.scale, expected.scale), name
+        assert torch.equal(dequantize(q.codes(), q.scale, q.zero), weight)
 
 
 def test_blocks_are_quantized_in_order_and_the_report_is_complete() -> None:

@@ -79,7 +79,9 @@ class QuantizationResult:
     """What :func:`one_shot_quantize` did.
 
     Attributes:
-        layers: ``{module fqn: QuantizedWeight}`` of every quantized layer (grids, AWQ scale, joint keep-mask).
+        layers: ``{module fqn: QuantizedWeight}`` of every quantized layer (grids, AWQ scale, joint keep-mask); its
+            ``weight`` is the layer's own weight tensor (shared, not a copy: the result holds no second copy of the
+            model's weights, and it follows in-place changes of the layer's weight).
         report: ``{module fqn: LayerReport}``.
         skipped: ``{module fqn: reason}`` of the selected layers left in float.
         method: ``"gptq"``, ``"awq"`` or ``"rtn"``.
@@ -263,6 +265,8 @@ def one_shot_quantize(
             error = float(output_error(delta, h)) / base if base > 0 else 0.0
         weight_error = float(delta.square().sum() / original.square().sum().clamp(min=1e-30))
         weight.copy_(q.weight)
+        del original, delta
+        q.weight = weight.detach()  # the layer's own tensor: no second copy of the model's weights is kept
         result.layers[fqn] = q
         result.report[fqn] = LayerReport(error, weight_error, seconds)
 
