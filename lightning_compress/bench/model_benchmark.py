@@ -25,6 +25,14 @@ Peak memory is the peak of one call above the memory in use before it: ``torch.c
 on CPU the peak resident set size (``VmHWM``, reset through ``/proc/self/clear_refs``), which also counts allocator
 caching and is ``None`` where ``/proc`` is missing.
 
+A timing can depend on the input *values*, not only their shape: PyTorch's eager CPU max-pool (channels-first) is a
+scalar loop whose ``val > max`` branch a random input makes unpredictable, so an fp32 eager CNN runs slower on
+``torch.randn`` inputs than on real images, while the INT8 path's pooling (Inductor's vectorised uint8 max) does not
+care. Time on a batch of real data when a ratio matters (``lc-compress`` times a validation batch;
+``experiments/planner/by_hand.py`` runs these paths on both).
+
+The INT8 path is :func:`int8_model`, the same builder as the planner's PTQ INT8 candidates.
+
 Example:
     >>> net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
     >>> rows = benchmark_model(net, torch.randn(4, 64), paths=("fp32 eager", "csr", "2:4"), sparsities=(0.9,),
@@ -53,7 +61,7 @@ from lightning_compress.pruning.magnitude import magnitude_mask
 from lightning_compress.sparsity.nm_masks import nm_mask
 from lightning_compress.sparsity.sparse_layers import SPARSE_FORMATS, to_sparse_layers
 
-__all__ = ["ALL_PATHS", "DEFAULT_PATHS", "benchmark_model", "gemm_flops", "prune_unstructured"]
+__all__ = ["ALL_PATHS", "DEFAULT_PATHS", "benchmark_model", "gemm_flops", "int8_model", "prune_unstructured"]
 
 # Path families a user can select with --paths; the sparse formats select themselves by name.
 ALL_PATHS = ("fp32 eager", "fp32 compiled", "bf16 autocast", "dense zeros", *SPARSE_FORMATS, "2:4", "int8",
@@ -95,20 +103,51 @@ def gemm_flops(model: nn.Module, inputs: ExampleInputs, ops: Optional[Sequence[s
     return sum(int(v) for op, v in flops.items() if str(op).split(".")[-1] in ops)
 
 
-def _int8_pt2e(model: nn.Module, inputs: ExampleInputs, device: torch.device) -> Callable[[], Any]:
+def int8_model(
+    model: nn.Module, calibration_data: Any, device: Union[str, torch.device] = "cpu", **options: Any
+) -> nn.Module:
+    """The INT8 model that every INT8 timing of the library measures: ``lc-bench``'s ``"int8"`` path and the
+    planner's PTQ INT8 candidates (``lc-compress``) are both built here, so that their numbers compare.
+
+    It is post-training static quantization, :func:`~lightning_compress.quantization.ptq.quantize`: ``torch.export``
+    in evaluation mode (batch dimension dynamic), the x86 Inductor quantizer's observers on the calibration batches,
+    ``convert_pt2e``, max-pools on the int8 values, and ``torch.compile`` with inductor freezing at each batch shape
+    (:class:`~lightning_compress.quantization.pt2e.FrozenInt8`: oneDNN ``qconv_pointwise`` / ``qlinear_pointwise``
+    kernels).
+
+    Args:
+        model: The float model (not modified).
+        calibration_data: Batches to calibrate on (any form :func:`~lightning_compress.quantization.ptq.quantize`
+            takes; ``[(inputs,)]`` for one batch of bare model inputs).
+        device: Where the model runs: only ``"cpu"`` has the lowering.
+        options: More arguments of :func:`~lightning_compress.quantization.ptq.quantize` (``calibration_batches``,
+            ``accuracy_budget``, ...).
+
+    Returns:
+        The INT8 model (``FrozenInt8``, with ``.quantization_report``).
+
+    Raises:
+        Unavailable: On a device other than the CPU.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+        ...                           torch.nn.Linear(4 * 6 * 6, 2))
+        >>> type(int8_model(net, [(torch.randn(4, 1, 8, 8),)], calibration_batches=1)).__name__
+        'FrozenInt8'
+    """
+    device = torch.device(device)
     if device.type != "cpu":
         raise Unavailable(
-            "the QAT export path (PT2E, X86InductorQuantizer) lowers to oneDNN INT8 kernels on x86 CPUs only;"
+            "the PT2E INT8 path (X86InductorQuantizer) lowers to oneDNN INT8 kernels on x86 CPUs only;"
             f" no lowering for {device.type}"
         )
-    from lightning_compress.quantization.pt2e import convert_to_int8, prepare_qat
+    from lightning_compress.quantization.ptq import quantize
 
-    prepared = prepare_qat(copy.deepcopy(model), inputs)
-    prepared.train()  # observers record ranges in training mode only: one calibration batch
-    with torch.no_grad():
-        call_model(prepared, inputs)
-    prepared.eval()
-    int8 = convert_to_int8(prepared, compile=True)
+    return quantize(model, calibration_data, **options)
+
+
+def _int8_pt2e(model: nn.Module, inputs: ExampleInputs, device: torch.device) -> Callable[[], Any]:
+    int8 = int8_model(model, [(inputs,)], device, calibration_batches=1)  # the timed batch calibrates
     return lambda: call_model(int8, inputs)
 
 
@@ -257,7 +296,7 @@ def benchmark_model(
         run(BenchResult("2:4 semi-structured (bf16)", "2:4", theoretical_speedup=4.0, sparsity=0.5, fmt="2:4 bf16"),
             lambda: _semi_structured(model, inputs, device))  # fmt: skip
     if "int8" in paths:
-        run(BenchResult("INT8 (QAT export path, PT2E)", "int8", theoretical_speedup=4.0, fmt="int8"),
+        run(BenchResult("INT8 (PT2E static, X86 Inductor)", "int8", theoretical_speedup=4.0, fmt="int8"),
             lambda: _int8_pt2e(model, inputs, device))  # fmt: skip
     if "int8 torchao" in paths:
         run(BenchResult("INT8 dynamic (torchao, Linear only)", "int8", theoretical_speedup=4.0, fmt="int8"),

@@ -28,8 +28,10 @@ class WalkProgress:
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+            # auto_refresh=False: no refresh thread taking the GIL and a CPU while candidates are timed; the bar
+            # is redrawn when a step starts or ends
             self._progress = Progress(TextColumn("[bold]lc-compress[/bold] {task.description}"), BarColumn(),
-                                      MofNCompleteColumn(), TimeElapsedColumn())  # fmt: skip
+                                      MofNCompleteColumn(), TimeElapsedColumn(), auto_refresh=False)  # fmt: skip
             self._progress.__enter__()
             self._task = self._progress.add_task("starting", total=self.total)
         return self
@@ -44,7 +46,7 @@ class WalkProgress:
     def start(self, title: str) -> None:
         """A step begins."""
         if self._progress is not None:
-            self._progress.update(self._task, description=title)
+            self._progress.update(self._task, description=title, refresh=True)
 
     def log(self, line: str) -> None:
         """One line above the bar."""
@@ -58,3 +60,4 @@ class WalkProgress:
         self.log(line)
         if self._progress is not None:
             self._progress.advance(self._task)
+            self._progress.refresh()

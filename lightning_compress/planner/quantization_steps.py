@@ -60,10 +60,12 @@ def fine_tune_trainer(ctx: WalkContext, folder: Path, max_epochs: int, callbacks
 
 
 def ptq_candidate(ctx: WalkContext, network: nn.Module, name: str, note: str = "", **options: Any) -> Candidate:
-    """PTQ INT8 of ``network`` (compiled oneDNN model) as a candidate."""
-    from lightning_compress.quantization.ptq import quantize
+    """PTQ INT8 of ``network`` (compiled oneDNN model) as a candidate: built by ``lc-bench``'s INT8 path
+    (:func:`~lightning_compress.bench.model_benchmark.int8_model`), so that its timing is ``lc-bench``'s."""
+    from lightning_compress.bench.model_benchmark import int8_model
 
-    int8 = quantize(network, ctx.train_data, calibration_batches=ctx.settings.calibration_batches, **options)
+    batches = ctx.settings.calibration_batches
+    int8 = int8_model(network, ctx.train_data, ctx.device, calibration_batches=batches, **options)
     report = int8.quantization_report
     details = {"quantized_layers": len(report.quantized_layers), "float_layers": list(report.float_layers)}
     text = note or f"{len(report.quantized_layers)} layers INT8, {ctx.settings.calibration_batches} calibration batches"
