@@ -6,6 +6,7 @@ the same Trainer. Each rank saves what it holds to ``<out>/rank<r>.pt``.
     python tests/sharded/distill_fsdp2_run.py OUT   # two fits in the same 2 processes, each rank saving
                                                     # OUT/cached/rank<r>.pt: teacher_cache=OUT/cache (per rank)
                                                     # OUT/plain/rank<r>.pt: no cache, the teacher on every batch
+                                                    # OUT/features/rank<r>.pt: + a feature pair (a projection)
 
 The data are dealt out by a ``DistributedSampler`` without shuffling (rank 0 gets the even indices, rank 1 the odd
 ones, the same every epoch; Lightning's own sampler would shuffle and move examples between ranks), and some of rank
@@ -83,7 +84,8 @@ def main(out: Path, mode: str) -> None:
         optimizer=partial(torch.optim.SGD, lr=0.3, momentum=0.9),
     )  # fmt: skip
     cache: Any = str(out / "cache") if mode == "cached" else False
-    module = DistillationModule(student, teacher, temperature=2.0, alpha=0.0, teacher_cache=cache)
+    features = [{"student": "0", "teacher": "0"}] if mode == "features" else []  # widths 31 -> 32: a projection
+    module = DistillationModule(student, teacher, temperature=2.0, alpha=0.0, teacher_cache=cache, features=features)
     gmp = GradualMagnitudePruning(0.5, end_epoch=1, update_every_n_steps=2, verbose=0)
     record = Record()
     strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1, timeout=timedelta(seconds=180))
@@ -114,6 +116,7 @@ def main(out: Path, mode: str) -> None:
         "optimizer_params": len(in_optimizer),
         "student_params": len(list(module.student.parameters())),
         "teacher_in_state_dict": [k for k in module.state_dict() if "teacher" in k],
+        "projections": [(n, is_dtensor(p), id(p) in in_optimizer) for n, p in module.projections.named_parameters()],
         "gmp_num_pruned": gmp.masks.num_pruned(),
         "gmp_total": sum(layout.global_numel for layout in gmp.masks.layouts),
         "cache": None
@@ -132,5 +135,9 @@ def main(out: Path, mode: str) -> None:
 
 
 if __name__ == "__main__":
-    for run_mode in ("cached", "plain"):  # the second Trainer reuses the processes and process group of the first
+    for run_mode in (
+        "cached",
+        "plain",
+        "features",
+    ):  # the second Trainer reuses the processes and process group of the first
         main(Path(sys.argv[1]), run_mode)

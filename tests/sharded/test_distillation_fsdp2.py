@@ -33,17 +33,17 @@ def test_sharded_teacher_runs_repeatedly_without_grads(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
-    """The cached and the uncached fit, one after the other in the same two processes."""
+    """The cached, the uncached and the feature-pair fit, one after the other in the same two processes."""
     out = tmp_path_factory.mktemp("distill")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(DISTILL), str(out)], cwd=out, env=env, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return {mode: [torch.load(out / mode / f"rank{r}.pt", weights_only=False) for r in range(2)]
-            for mode in ("cached", "plain")}  # fmt: skip
+            for mode in ("cached", "plain", "features")}  # fmt: skip
 
 
-@pytest.mark.slow  # the two fits in 2 processes take about a minute on the shared 2 cores
+@pytest.mark.slow  # the three fits in 2 processes take over a minute on the shared 2 cores
 def test_teacher_is_sharded_frozen_and_outside_the_optimizer(runs: dict[str, list[dict[str, Any]]]) -> None:
     for ranks in runs.values():
         assert [r["world_size"] for r in ranks] == [2, 2]
@@ -54,11 +54,14 @@ def test_teacher_is_sharded_frozen_and_outside_the_optimizer(runs: dict[str, lis
                 assert r["teacher_local_shapes"][name] == (shape[0] // 2, *shape[1:]), name
             assert not r["teacher_requires_grad"] and r["teacher_grads"] == []  # no gradient ever reached it
             assert r["teacher_in_optimizer"] == [] and r["teacher_optimizer_state"] == []
-            assert r["optimizer_params"] == r["student_params"] == 4  # the student's weights and biases only
+            projections = len(r["projections"])  # the feature run's projection: sharded too, trained with the student
+            assert r["optimizer_params"] == r["student_params"] + projections and r["student_params"] == 4
+            assert all(sharded and trained for _, sharded, trained in r["projections"])
             assert r["teacher_in_state_dict"] == []  # nor in the checkpoint
+    assert [len(r["projections"]) for r in runs["features"]] == [1, 1]  # WidthProjection(31 -> 32).linear.weight
 
 
-@pytest.mark.slow  # the two fits in 2 processes take about a minute on the shared 2 cores
+@pytest.mark.slow  # the three fits in 2 processes take over a minute on the shared 2 cores
 def test_student_learns_and_gmp_prunes_the_sharded_student(runs: dict[str, list[dict[str, Any]]]) -> None:
     for ranks in runs.values():
         for r in ranks:
@@ -72,7 +75,7 @@ def test_student_learns_and_gmp_prunes_the_sharded_student(runs: dict[str, list[
         assert zeros == 186  # pruned weights are zero on both shards (and no other weight is exactly zero)
 
 
-@pytest.mark.slow  # the two fits in 2 processes take about a minute on the shared 2 cores
+@pytest.mark.slow  # the three fits in 2 processes take over a minute on the shared 2 cores
 def test_cached_and_uncached_runs_train_the_same_student(runs: dict[str, list[dict[str, Any]]]) -> None:
     """Bit-exact here (tolerance 0): the cached rows are the teacher's outputs on the same batches, or on a subset of
     them, and the sharded teacher's forward gives the same bits on them."""
@@ -82,7 +85,7 @@ def test_cached_and_uncached_runs_train_the_same_student(runs: dict[str, list[di
             assert torch.equal(cached["student"][name], value), name
 
 
-@pytest.mark.slow  # the two fits in 2 processes take about a minute on the shared 2 cores
+@pytest.mark.slow  # the three fits in 2 processes take over a minute on the shared 2 cores
 def test_each_rank_caches_exactly_its_own_batches(runs: dict[str, list[dict[str, Any]]]) -> None:
     ranks = runs["cached"]
     seen = [{key for batch in r["batch_keys"] for key in batch} for r in ranks]
