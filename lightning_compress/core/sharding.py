@@ -14,6 +14,15 @@ the message (:func:`shard_layout`): a dimension other than 0 sharded (tensor par
 and rows would straddle ranks), dimension 0 sharded over two mesh dimensions (FSDP2 over tensor parallelism),
 ``Partial`` placements, and a module whose selected weights are partly sharded and partly not.
 
+Which callback works under which sharded strategy is decided in one place, :data:`SHARDED_SUPPORT` (by class name,
+inherited by subclasses), and :func:`check_sharding` applies it in every callback's ``setup`` (before
+``configure_model`` shards anything): under FSDP2 (``ModelParallelStrategy``) the masking callbacks
+(``GradualMagnitudePruning``, ``NMSparsity``) and ``DistillationModule`` work; the callbacks that need whole weights or
+the whole network (``OneShotPruning``, ``QuantizationAwareTraining``, ``PostTrainingQuantization``,
+``OneShotQuantization``, ``ExportCallback``, ``CompressionPlanner``) refuse every sharded strategy and name DDP (or the
+consolidated checkpoint); the masking callbacks refuse FSDP1 (``FSDPStrategy``) and DeepSpeed; and every one of them
+refuses a ``ModelParallelStrategy`` mesh with a tensor-parallel dimension larger than 1.
+
 Example:
     >>> w = torch.ones(4, 3)
     >>> local_tensor(w) is w, shard_layout("w", w).shards
