@@ -57,6 +57,7 @@ def worker(row: str, quick: bool, threads: int) -> None:
     calibration, _ = protocol.windows(tokenizer)
     if quick:
         calibration = calibration[:2]
+    protocol.make_resident(model)  # the loaded model's weights in RSS (see protocol.py)
     loaded = _rss_mib()
     start = time.perf_counter()
     compress(row, model, calibration)

