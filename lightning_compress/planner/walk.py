@@ -43,6 +43,7 @@ from lightning_compress.planner.measurer import BenchMeasurer, Measurer
 from lightning_compress.planner.progress import WalkProgress
 from lightning_compress.planner.state import PlannerState
 from lightning_compress.planner.steps import STEP_ORDER, CandidateRecord, PlannerSettings, Step, StepRecord, WalkContext
+from lightning_compress.planner.token_batches import describe_inputs, same_length
 from lightning_compress.quantization.calibration import METRICS, Metric, logits_of, split_labels
 
 __all__ = ["EXPORT_FORMATS", "PlannerResult", "compress", "default_steps"]
@@ -286,7 +287,7 @@ def compress(
     check_materialized(network)
     check_finite(dict(network.state_dict()), "the planner starts")
     train_data, val_data = _loaders(data)
-    val_batches = [move_data_to_device(b, torch.device("cpu")) for b in val_data]
+    val_batches = same_length([move_data_to_device(b, torch.device("cpu")) for b in val_data])  # one compile
     _check_data(val_batches, metric)
     language = metric == "perplexity"
     example = _example_inputs(val_batches, budget.batch_size if budget.targets_latency or not language else 1)
@@ -320,6 +321,8 @@ def compress(
         ctx.log = bar.log
         bar.log(f"lc-compress: {budget.describe()}; fp32 {_metric_text(budget, state.baseline)}"
                 + (f"; resuming {run_dir} after {', '.join(state.records)}" if state.records else ""))  # fmt: skip
+        if budget.targets_latency:
+            bar.log(f"lc-compress: latencies are of one call on {describe_inputs(example)} (the first validation rows)")
         for name in ordered:
             done = [c for r in state.records.values() for c in r.candidates if c.met]
             if name in state.records:
@@ -345,6 +348,8 @@ def compress(
     from lightning_compress.planner.report import write_outputs
 
     machine = describe_machine(machine_info(facts.device, load_s=0.0)) if isinstance(measurer, BenchMeasurer) else []
+    if machine and budget.targets_latency:
+        machine.append(f"timed inputs: {describe_inputs(example)} (the first validation rows, one call)")
     files = write_outputs(run_dir, budget, state.baseline, records, chosen, met, exported, machine, plot=plot)
     files["state"] = state.path
     return PlannerResult(chosen, met, state.baseline, records, files, exported, chosen_model)
