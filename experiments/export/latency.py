@@ -1,9 +1,12 @@
 """CPU latency of the deployable artifacts, every path timed side by side in interleaved rounds (median of each
 round's repeats, then the median over rounds), ratios against fp32 eager printed, the CPU recorded with the rows.
 
-- INT8 classifiers (SmallCNN at batch 64, MiniLM at 8 x 128 tokens): fp32 eager, our PT2E INT8 compiled by Inductor
-  (``quantize``), ONNX Runtime on our Q/DQ export, ONNX Runtime on ``quantize_static`` of the fp32 ONNX export with
-  the same calibration batches (the peer path), ONNX Runtime fp32.
+- INT8 classifiers (SmallCNN at batch 64, MiniLM at 8 x 128 tokens, EfficientNet-Lite0 at batch 8): fp32 eager, our
+  PT2E INT8 compiled by Inductor (``quantize``), ONNX Runtime on our Q/DQ export (with ``calibration_data=`` the
+  calibration batches: convolutions read in float run as QLinearConv), ONNX Runtime on ``quantize_static`` of the
+  fp32 ONNX export with the same calibration batches (the peer path), ONNX Runtime fp32; EfficientNet also ONNX
+  Runtime on our export without ``calibration_data`` (``ort_ours_qdq_conv_integer``: 9 ConvInteger, the export
+  before the fix).
 - Decode (SmolLM2-135M, W4A16 group 64, RTN: the kernel's speed does not depend on how the codes were chosen): the
   compressed-tensors folder loaded by transformers (dense float Linears) against ``load_packed`` (packed INT4
   modules, bf16), greedy decode of ``--new-tokens`` tokens after a 32-token prompt, seconds per token.
@@ -14,7 +17,8 @@ Run on a quiet machine (check ``uptime``), from the repository root::
     .venv/bin/python experiments/export/latency.py --rounds 3 --repeats 5 --new-tokens 16   # reduced, about 5 min
     .venv/bin/python experiments/export/latency.py --quick             # tiny models, one round: proves it works
 
-Results are printed and written to experiments/export/latency.json (--quick: latency_quick.json).
+Results are printed and written to experiments/export/latency.json (--quick: latency_quick.json); a run of some
+``--models`` replaces those models' rows (with their machine) and keeps the others.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from onnx_peer import onnx_int8, run  # noqa: E402
 
 from lightning_compress.bench import machine_info  # noqa: E402
 from lightning_compress.core.files import atomic_write_text  # noqa: E402
-from lightning_compress.export import export, load_onnx, load_packed  # noqa: E402
+from lightning_compress.export import export, load_onnx, load_packed, ort_kernels  # noqa: E402
 from lightning_compress.quantization.ptq import quantize  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -72,10 +76,24 @@ def interleaved(paths: dict[str, Callable[[], Any]], rounds: int, repeats: int, 
     return {k: statistics.median(v) for k, v in per_round.items()}
 
 
-def _classifier_paths(name: str, fp32: Any, calib: list, inputs: Any, folder: Path) -> dict[str, Callable]:
+def _classifier_paths(
+    name: str, fp32: Any, calib: list, inputs: Any, folder: Path, conv_integer: bool = False
+) -> dict[str, Callable]:
+    """The paths of one classifier; ``conv_integer`` adds ORT on our Q/DQ export without ``calibration_data`` (the
+    convolutions read in float as ConvInteger: the export before the calibrated-output fix)."""
     int8 = quantize(copy.deepcopy(fp32), calib, calibration_batches=len(calib), compile=True)
     small = {k: v[:2] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[:2]
-    ours = load_onnx(export(int8, folder / f"{name}_qdq.onnx", "onnx", example_inputs=small).path)
+    exported = export(int8, folder / f"{name}_qdq.onnx", "onnx", example_inputs=small, calibration_data=calib)
+    print(f"{name}: ORT on our Q/DQ runs {ort_kernels(exported.path).summary()}", flush=True)
+    ours = load_onnx(exported.path)
+    extra: dict[str, Callable] = {}
+    if conv_integer:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the ConvInteger warning: wanted here
+            before = export(int8, folder / f"{name}_qdq_ci.onnx", "onnx", example_inputs=small)
+        print(f"{name}: without calibration_data: {ort_kernels(before.path).summary()}", flush=True)
+        session = load_onnx(before.path)
+        extra["ort_ours_qdq_conv_integer"] = lambda: session(inputs)
     ort_fp32 = load_onnx(export(fp32, folder / f"{name}_fp32.onnx", "onnx", example_inputs=small).path)
     (folder / f"{name}_peer").mkdir()
     peer = onnx_int8(fp32, calib, folder / f"{name}_peer")
@@ -86,6 +104,7 @@ def _classifier_paths(name: str, fp32: Any, calib: list, inputs: Any, folder: Pa
         "ort_ours_qdq": lambda: ours(inputs),
         "ort_peer_quantize_static": lambda: run(peer, inputs),
         "ort_fp32": lambda: ort_fp32(inputs),
+        **extra,
     }
 
 
@@ -104,7 +123,7 @@ def efficientnet(quick: bool, folder: Path) -> dict[str, Callable]:
 
     net = efficientnet_lite0()
     calib = list(calibration_batch().split(2 if quick else 8))[: 1 if quick else 4]
-    return _classifier_paths("efficientnet", net, calib, photo_batch()[: 2 if quick else 8], folder)
+    return _classifier_paths("efficientnet", net, calib, photo_batch()[: 2 if quick else 8], folder, conv_integer=True)
 
 
 def minilm(quick: bool, folder: Path) -> dict[str, Callable]:
@@ -182,6 +201,13 @@ def main() -> None:
             for k, v in rows[name].items():
                 print(f"{name:9s} {k:34s} {v['ms']:9.3f} ms  x{v['speedup_vs_' + base]:.2f}", flush=True)
     out = HERE / ("latency_quick.json" if args.quick else "latency.json")
+    if out.exists() and not args.quick:  # a run of some models replaces their rows and keeps the others
+        merged = json.loads(out.read_text(encoding="utf-8"))
+        for name in args.models.split(","):
+            merged[name] = rows[name]
+            merged[f"{name}_machine"] = rows["machine"]
+            merged[f"{name}_rounds_repeats"] = [rounds, repeats]
+        rows = merged
     atomic_write_text(out, json.dumps(rows, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -1,6 +1,10 @@
 """Sizes and accuracy / agreement of every deployable artifact in the runtime that loads it (no timings: see
 latency.py, which the lead runs on a quiet machine).
 
+Our Q/DQ export is given the INT8 model's calibration batches (``calibration_data=``), so the convolutions its graph
+reads in float (EfficientNet's projections before a residual add) get calibrated quantized outputs (QLinearConv +
+QLinearAdd in ONNX Runtime; before that fix they were ConvInteger).
+
 - ``mnist``: SmallCNN trained on MNIST-5k, post-training INT8 (our PT2E ``quantize``) on the same calibration batches
   as ONNX Runtime's ``quantize_static`` peer (the fp32 ONNX export quantized by ORT, experiments/ptq/onnx_peer.py).
   Test accuracy of: PyTorch fp32, our INT8 (PyTorch reference graph), ORT fp32 / fp16 / our Q/DQ / the peer; top-1
@@ -86,12 +90,17 @@ def _onnx_artifacts(fp32: nn.Module, int8: nn.Module, calib: list, example: Any,
         ("ort_fp16", fp32, "onnx-fp16"),
         ("ort_ours_qdq", int8, "onnx"),
     ):
-        result = export(model, folder / f"{key}.onnx", fmt, example_inputs=example)
+        ours = key == "ort_ours_qdq"  # calibrated on the INT8 model's batches: float-read convs run QLinearConv
+        result = export(
+            model, folder / f"{key}.onnx", fmt, example_inputs=example, calibration_data=calib if ours else None
+        )
         sizes[key] = result.bytes
         sessions[key] = load_onnx(result.path)
-        if key == "ort_ours_qdq":
+        if ours:
             k = ort_kernels(result.path)
-            kernels[key] = {"integer": k.integer_count, "float": k.float_count, "summary": k.summary()}
+            kernels[key] = {"integer": k.integer_count, "float": k.float_count, "summary": k.summary(),
+                            "conv_integer": len(result.details.conv_integer),
+                            "calibrated_conv_outputs": len(result.details.quantized_conv_outputs)}  # fmt: skip
     (folder / "peer").mkdir()
     peer = onnx_int8(fp32, calib, folder / "peer")
     sizes["ort_peer_quantize_static"] = path_size(folder / "peer" / "int8.onnx")
