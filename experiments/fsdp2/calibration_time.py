@@ -15,15 +15,15 @@ Runs, interleaved, ``--repeats`` times each (the order rotates from one repeat t
   waiting on a queue while the others run), ``distributed="auto"``: each rank calibrates on half of the batches,
   the layer statistics all-reduced before each layer's solve; the time is the slower rank's, from a barrier.
 
-Each run prunes a fresh copy of the weights. The time of the layers' solves (``_prune_layer``: SparseGPT itself; with
-2 ranks each rank solves the layers of each block dealt to it, by ``out * in^2``, and broadcasts them; the slower
-rank's sum is shown) is reported beside the total. The 2-rank masks are compared with the 1-thread single process's
-(they must be equal: the script exits 1 otherwise); the 2-thread single process's are compared too, for information
-(a different thread count may round the float32 GEMMs differently).
+Each run prunes a fresh copy of the weights. The time of the layers' solves (``_prune_layer``: SparseGPT itself;
+with 2 ranks each rank solves the layers of each block dealt to it, by ``in^2 * (out + in)``, and broadcasts them;
+the slower rank's sum is shown) is reported beside the total. The 2-rank masks are compared with the 1-thread single
+process's (they must be equal: the script exits 1 otherwise); the 2-thread single process's are compared too, for
+information (a different thread count may round the float32 GEMMs differently).
 
 Run from the repository root, on a quiet machine (the timings are meaningless while other work runs):
-    .venv/bin/python experiments/fsdp2/calibration_time.py            # 3 repeats, 8 batches of 16: ~3-4 min on 2 cores
-    .venv/bin/python experiments/fsdp2/calibration_time.py --repeats 2 --batches 4   # reduced: ~1.5 min
+    .venv/bin/python experiments/fsdp2/calibration_time.py            # 5 repeats, 8 batches of 16: ~3 min on 2 cores
+    .venv/bin/python experiments/fsdp2/calibration_time.py --repeats 2   # reduced: ~1.5 min
     .venv/bin/python experiments/fsdp2/calibration_time.py --quick    # smoke test: 2 tiny batches, 1 repeat
 Prints one line per run and the median ratios; ``--out FILE`` also writes them as JSON (atomically).
 """
@@ -138,7 +138,7 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=8, help="calibration batches (default 8)")
     parser.add_argument("--batch-size", type=int, default=16, help="sentences per batch (default 16)")
     parser.add_argument("--max-length", type=int, default=128, help="tokens per sentence at most (default 128)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each setting, interleaved (default 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each setting, interleaved (default 5)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 batches of 4 sentences, 1 repeat")
     parser.add_argument("--out", type=Path, help="also write the runs and ratios here as JSON")
     args = parser.parse_args()

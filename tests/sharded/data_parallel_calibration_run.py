@@ -1,10 +1,15 @@
-"""Two CPU processes (forked, gloo, one thread each), the same small block model and the same 5 calibration batches on
-both: one-shot SparseGPT, Wanda and GPTQ with the calibration split across the ranks (``distributed="auto"``: rank 0
-runs batches 0, 2, 4 and rank 1 batches 1, 3), the statistics handed to each layer, the layers each rank processed
-when the processing is split too, and the bad inputs; each rank
-saves what it computed to ``<out>/rank<r>.pt``. Run by tests/sharded/test_data_parallel_calibration.py:
+"""Two CPU processes (forked, gloo, one thread each), the same small block model and the same 5 calibration batches
+on both: one-shot SparseGPT, Wanda, GPTQ and AWQ with the calibration split across the ranks (``distributed="auto"``:
+rank 0 runs batches 0, 2, 4 and rank 1 batches 1, 3), the statistics handed to each layer, the layers each rank
+processed when the processing is split too, and the bad inputs; each rank saves what it computed to
+``<out>/rank<r>.pt``. Run by tests/sharded/test_data_parallel_calibration.py:
 
     python tests/sharded/data_parallel_calibration_run.py OUT
+    python tests/sharded/data_parallel_calibration_run.py OUT ddp   # OneShotPruning under Lightning's DDP (2 ranks)
+
+The ``ddp`` mode fits a LightningModule around the same model with ``OneShotPruning(method="sparsegpt")`` under
+``strategy="ddp"`` (Lightning starts the second process), counts the calls of the first layer during the pruning (in
+``on_fit_start``: each rank runs only its share of the batches) and saves each rank's masks and weights.
 """
 
 from __future__ import annotations
@@ -96,9 +101,12 @@ def results(distributed: Any = "auto") -> dict[str, Any]:
         result = one_shot_prune(model, batches(), method=method, sparsity=0.5, ignore=(), distributed=distributed)
         out[method] = {"masks": result.masks, "weights": dict(model.state_dict()), "ranks": result.ranks,
                        "batches": result.calibration_batches}  # fmt: skip
-    model = BlockNet()
-    model, quantized = one_shot_quantize(model, batches(), method="gptq", bits=4, group_size=16, ignore=())
-    out["gptq"] = {name: {"weight": q.weight, "scale": q.scale, "zero": q.zero} for name, q in quantized.layers.items()}
+    for method in ("gptq", "awq"):
+        model, quantized = one_shot_quantize(BlockNet(), batches(), method=method, bits=4, group_size=16, ignore=())
+        out[method] = {
+            name: {"weight": q.weight.clone(), "scale": q.scale, "zero": q.zero, "input_scale": q.input_scale}
+            for name, q in quantized.layers.items()
+        }
     return out
 
 
@@ -126,11 +134,53 @@ def main(rank: int, out: str, port: int) -> None:
         dist.destroy_process_group()
 
 
+def ddp(out: str) -> None:
+    """OneShotPruning at fit start under Lightning's DDP on 2 CPU processes; each rank saves what it pruned."""
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback
+
+    from lightning_compress.pruning.one_shot.one_shot_pruning import OneShotPruning
+
+    class Lit(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = BlockNet()
+            self.calls = 0
+            self.net.embed.register_forward_pre_hook(lambda *_: setattr(self, "calls", self.calls + 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+        def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+            return self.net(batch).sum() * 0.0
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    class Save(Callback):
+        def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            masks = pruning._masks
+            assert masks is not None
+            torch.save({"calls": pl_module.calls, "masks": dict(zip(masks.names, (m.clone() for m in masks.masks))),
+                        "weights": {k: v.clone() for k, v in pl_module.net.state_dict().items()}},
+                       Path(out) / f"ddp{trainer.global_rank}.pt")  # fmt: skip
+
+    torch.set_num_threads(1)
+    pruning = OneShotPruning(method="sparsegpt", sparsity=0.5, calibration_batches=BATCHES, dataloader=batches(),
+                             ignore=(), verbose=0)  # fmt: skip
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[pruning, Save()])  # fmt: skip
+    trainer.fit(Lit(), train_dataloaders=torch.utils.data.DataLoader(torch.cat(batches()), batch_size=12))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and sys.argv[2:] == ["ddp"]:
+    ddp(sys.argv[1])
+elif __name__ == "__main__":
     mp.start_processes(main, args=(sys.argv[1], free_port()), nprocs=2, join=True, start_method="fork")

@@ -1,14 +1,15 @@
 """Data-parallel calibration (2 CPU processes, gloo): with the model whole on both ranks and the calibration batches
-split across them, SparseGPT, Wanda and GPTQ give the same masks / quantized weights as one process on all the
+split across them, SparseGPT, Wanda, GPTQ and AWQ give the same masks / quantized weights as one process on all the
 batches; each rank saw only its share of the tokens and the statistics handed to each layer are those of all of
 them; the layers of a block are dealt out to the ranks for their solves (pruning); too few batches, different
-numbers on the ranks and a bad ``distributed`` are refused. The 2-process run is
-``tests/sharded/data_parallel_calibration_run.py`` in a subprocess (once per module).
+numbers on the ranks and a bad ``distributed`` are refused; ``OneShotPruning`` under Lightning's DDP runs each rank
+on its share and ends with the single process's masks. The 2-process runs are
+``tests/sharded/data_parallel_calibration_run.py`` in subprocesses.
 
 Exactness: each batch's statistics are float32 and summed in float64, so grouping the sums by rank instead of batch
 after batch changes only their float64 rounding, which reaches the float32 statistics only where it crosses a float32
 rounding boundary (of the order of 2^-29 per element: not on these layers). So everything here is compared for
-equality: the statistics, the masks, SparseGPT's updated weights, GPTQ's scales, zero points and weights (GPTQ
+equality: the statistics, the masks, SparseGPT's updated weights, GPTQ's / AWQ's scales, zero points and weights (GPTQ
 feeds each column's rounding error into the next, so a single float32 ulp in a Hessian flips codes, and the flips
 grow block after block: float32 sums grouped by rank flipped 7 to 42 codes per layer here).
 """
@@ -73,16 +74,25 @@ def test_split_pruning_gives_the_single_process_masks(
         assert torch.equal(ranks[0][method]["weights"][name], ranks[1][method]["weights"][name])
 
 
-def test_split_gptq_gives_the_single_process_grids(ranks: list[dict[str, Any]], single: dict[str, Any]) -> None:
-    layers = single["gptq"]
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_split_quantization_gives_the_single_process_grids(
+    ranks: list[dict[str, Any]], single: dict[str, Any], method: str
+) -> None:
+    layers = single[method]
     assert len(layers) == 8
+    if method == "awq":
+        assert any(q["input_scale"] is not None for q in layers.values())
     for r in ranks:
         for name, q in layers.items():
-            got = r["gptq"][name]
+            got = r[method][name]
             for key in ("scale", "zero", "weight"):
                 assert torch.equal(got[key], q[key]), f"{name} {key}"
+            if q["input_scale"] is None:  # AWQ kept the layer unscaled
+                assert got["input_scale"] is None, name
+            else:
+                assert torch.equal(got["input_scale"], q["input_scale"]), name
     for name in layers:
-        assert torch.equal(ranks[0]["gptq"][name]["weight"], ranks[1]["gptq"][name]["weight"])
+        assert torch.equal(ranks[0][method][name]["weight"], ranks[1][method][name]["weight"])
 
 
 def test_each_rank_saw_its_share_and_the_statistics_were_all_reduced(
@@ -130,3 +140,23 @@ def test_bad_distributed_argument_is_refused_before_work() -> None:
         one_shot_prune(torch.nn.Linear(4, 4), [torch.randn(2, 4)], method="wanda", sparsity=0.5, distributed=True)
     with pytest.raises(ValueError, match=r"`distributed` can be 'auto'.*got 'yes'"):
         LayerCalibration({}, hessian=False, process=print, distributed="yes")
+
+
+@pytest.mark.slow  # Lightning starts a second process: two more imports of the library (~40 s on a busy 2-core CPU)
+def test_one_shot_pruning_under_lightning_ddp_splits_the_calibration(tmp_path: Path, single: dict[str, Any]) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "ddp"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"ddp{r}.pt", weights_only=False) for r in range(2)]
+    # the first layer ran for the capture of block 0's inputs, again after it was pruned, and for the head: 3 passes
+    # over each rank's share (batches 0, 2, 4 and 1, 3), against 3 x 5 in one process
+    assert [r["calls"] for r in ranks] == [9, 6]
+    for r in ranks:
+        assert {name.removeprefix("net."): mask for name, mask in r["masks"].items()}.keys() == single["sparsegpt"][
+            "masks"
+        ].keys()
+        for name, mask in r["masks"].items():
+            assert torch.equal(mask, single["sparsegpt"]["masks"][name.removeprefix("net.")]), name
+        for name, weight in r["weights"].items():
+            assert torch.equal(weight, single["sparsegpt"]["weights"][name]), name

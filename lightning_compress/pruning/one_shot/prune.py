@@ -159,8 +159,8 @@ def one_shot_prune(
         distributed: ``"auto"``: under an initialised process group of more than one rank, every rank holding the
             whole model and the same ``dataloader``, split the calibration batches across the ranks
             (``batches[rank::world_size]``) and all-reduce the statistics (Hessian, input norms, token counts) before
-            each layer is pruned; the layers of a block are then dealt out to the ranks (by ``out * in^2``), each
-            pruned by one rank and its weight and mask broadcast to the others. Every rank ends with the same masks
+            each layer is pruned; the layers of a block are then dealt out to the ranks (by ``in^2 * (out + in)``),
+            each pruned by one rank and its weight and mask broadcast to the others. Every rank ends with the same masks
             and weights, equal to one process's on all the batches (the statistics are float64 sums, so the split
             changes them only in rare float32 roundings: see
             :mod:`~lightning_compress.pruning.one_shot.calibration`). ``False``: every rank calibrates on all the

@@ -91,8 +91,8 @@ class LayerCalibration:
             (each rank its share of the batches, the statistics all-reduced before ``process``; see the module
             docstring); ``False``: every rank calibrates on all the batches by itself.
         broadcast: When data-parallel, also split the layers' processing: of the layers finished together (a block's,
-            whose statistics are all complete before any is processed), each is processed by one rank only (the
-            layers dealt out by cost, ``out * in^2``, largest first, each to the least loaded rank: the same on every
+            whose statistics are all complete before any is processed), each is processed by one rank only (dealt
+            out by cost, ``in^2 * (out + in)``, largest first, each to the least loaded rank: the same on every
             rank), and then ``broadcast(name, src)`` is called on every rank, for every such layer in the same order,
             to hand rank ``src``'s result to the others. None: every rank processes every layer.
 
@@ -175,8 +175,9 @@ class LayerCalibration:
         return done
 
     def owners(self, names: Sequence[str]) -> dict[str, int]:
-        """The rank that processes each of ``names`` when the processing is split: largest ``out * in^2`` first
-        (SparseGPT's and GPTQ's cost), each to the least loaded rank (ties: the lowest rank); the same on every rank.
+        """The rank that processes each of ``names`` when the processing is split: largest ``in^2 * (out + in)``
+        first (SparseGPT's and GPTQ's cost), each to the least loaded rank (ties: the lowest rank); the same on every
+        rank.
 
         Example:
             >>> from lightning_compress.core.distributed import DataParallel
@@ -206,10 +207,11 @@ class LayerCalibration:
 
 
 def _cost(layer: nn.Module) -> int:
-    """``out * in^2`` of a layer's GEMM: the work of a Hessian-based solve on it."""
+    """``in^2 * (out + in)`` of a layer's GEMM: the work of a Hessian-based solve on it (the column walk's updates,
+    ``out * in^2``, and the Hessian's Cholesky inverse, of the order of ``in^3``)."""
     out = layer.weight.shape[0]
     width = layer.weight.numel() // max(out, 1)
-    return out * width * width
+    return width * width * (out + width)
 
 
 class _StopForward(Exception):
