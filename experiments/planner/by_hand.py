@@ -12,6 +12,7 @@ taken at the same moments), not the INT8 latency over the fp32 row's (taken earl
 
 Usage (a quiet machine; about 1 minute):
     .venv/bin/python experiments/planner/by_hand.py outputs/compress_mnist/<time> --out outputs/planner/by_hand.json
+    .venv/bin/python experiments/planner/by_hand.py outputs/planner/minilm --out outputs/planner/by_hand_minilm.json
 
 Exit status 0, or 3 when a timing was refused as untrusted (busy machine / noisy repeats: the table says why).
 """
@@ -26,11 +27,13 @@ import sys
 import torch
 from hydra.utils import instantiate
 
+import lightning_compress.cli.train  # noqa: F401 -- registers ${lc_offline_minilm:} for MiniLM run configs
 from lightning_compress.bench.machine import describe_machine, machine_info
 from lightning_compress.bench.model_benchmark import benchmark_model
 from lightning_compress.bench.results import format_table
 from lightning_compress.cli.model_spec import load_model, run_config
 from lightning_compress.core.files import atomic_write_text
+from lightning_compress.planner.token_batches import same_length
 from lightning_compress.planner.walk import _example_inputs
 
 
@@ -45,9 +48,14 @@ def main() -> int:
     model = load_model(args.run).eval()
     data = instantiate(run_config(args.run).data)
     data.setup("fit")
-    real = _example_inputs(list(data.val_dataloader()), args.batch_size)  # the planner's timing batch
-    shape = tuple(real.shape)
-    random = torch.randn(*shape, generator=torch.Generator().manual_seed(0))  # lc-bench --input-shape's batch
+    real = _example_inputs(same_length(list(data.val_dataloader())), args.batch_size)  # the planner's timing batch
+    g = torch.Generator().manual_seed(0)
+    if isinstance(real, dict):  # token batches: random ids (lc-bench --tokens), the real attention mask
+        shape = tuple(real["input_ids"].shape)
+        random = {**real, "input_ids": torch.randint(0, model.config.vocab_size, shape, generator=g)}
+    else:
+        shape = tuple(real.shape)
+        random = torch.randn(*shape, generator=g)  # lc-bench --input-shape's batch
     print("\n".join(describe_machine(machine_info("cpu"))), flush=True)
     out, untrusted = {}, False
     batches = (("validation images (the planner's batch)", real), ("torch.randn (lc-bench's batch)", random))

@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-time", type=float, default=180.0, help="most seconds of the distillation fine-tune")
     p.add_argument("--prune-fraction", type=float, default=0.5, help="share of channels / heads / neurons removed")
     p.add_argument("--sparsity", type=float, default=0.9, help="sparsity of the unstructured candidate")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate of the QAT (x0.1) and distillation fine-tunes (default: the run's optimizer"
+                   " lr, else 1e-3)")  # fmt: skip
     p.add_argument("--calibration-batches", type=int, default=16, help="PTQ calibration batches")
     p.add_argument("--limit-train-batches", type=int, default=None, help="training batches per fine-tune epoch")
     p.add_argument("--repeats", type=int, default=10, help="timed calls per candidate (interleaved with fp32)")
@@ -117,6 +120,21 @@ def _data_module(args: argparse.Namespace) -> Any:
     return instantiate(run_config(args.model).data)
 
 
+def _run_lr(model: str) -> Optional[float]:
+    """The learning rate of an ``lc-train`` run's optimizer (its fine-tunes start there), or None."""
+    from omegaconf import DictConfig, OmegaConf
+
+    path = Path(model) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        optimizer = OmegaConf.load(path).get("optimizer")
+        lr = OmegaConf.to_container(optimizer, resolve=False).get("lr") if isinstance(optimizer, DictConfig) else None
+    except Exception:  # noqa: BLE001 -- an unreadable config is reported by run_config when the model loads
+        return None
+    return float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0 else None
+
+
 def _language_model(args: argparse.Namespace) -> tuple[Any, Any]:
     """The causal LM of ``args.model`` and its ``(calibration windows, evaluation windows)``."""
     from lightning_compress.models.causal_lm import load_causal_lm
@@ -143,7 +161,7 @@ _OPTIONS = {"max_drop": "--max-drop", "latency_ratio": "--latency-ratio", "laten
             "prune_fraction": "--prune-fraction", "unstructured_sparsity": "--sparsity",
             "limit_train_batches": "--limit-train-batches", "max_ppl_increase": "--max-ppl-increase",
             "weight_bytes_ratio": "--weight-bytes-ratio", "int4_group_size": "--int4-group-size",
-            "int4_method": "--int4-method"}  # fmt: skip
+            "int4_method": "--int4-method", "lr": "--lr"}  # fmt: skip
 
 
 def _ppl_increase(text: Optional[str]) -> Any:
@@ -177,7 +195,7 @@ def _check(args: argparse.Namespace) -> list[str]:
         lambda: PlannerSettings(args.calibration_batches, args.qat_epochs, args.distill_epochs, args.distill_time,
                                 args.prune_fraction, args.sparsity, explore=args.explore,
                                 limit_train_batches=args.limit_train_batches, int4_method=args.int4_method,
-                                int4_group_size=args.int4_group_size),
+                                int4_group_size=args.int4_group_size, **({} if args.lr is None else {"lr": args.lr})),
     ):  # fmt: skip
         try:
             build()
@@ -220,6 +238,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if problems:
         print("lc-compress: error: " + "; ".join(problems), file=sys.stderr)
         return EXIT_USER_ERROR
+    import lightning_compress.cli.train  # noqa: F401 -- registers the resolvers run configs use (${lc_offline_minilm:})
     from lightning_compress.bench.timing import TimingChecks
     from lightning_compress.planner.walk import compress
 
@@ -244,6 +263,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         prune_fraction=args.prune_fraction, unstructured_sparsity=args.sparsity, explore=args.explore,
                         limit_train_batches=args.limit_train_batches, int4_method=args.int4_method,
                         int4_group_size=args.int4_group_size)  # fmt: skip
+        lr = args.lr if args.lr is not None else None if language else _run_lr(args.model)
+        if lr is not None:
+            settings["lr"] = lr
         result = compress(
             model, data, budget, out, settings=settings, steps=[s.strip() for s in args.steps.split(",") if s.strip()],
             metric=args.metric, device=args.device, export_formats=() if args.no_export or language else ("onnx",),

@@ -90,3 +90,18 @@ def test_max_ppl_increase_reads_percent_or_fraction() -> None:
 
     assert _ppl_increase("10%") == pytest.approx(0.1) and _ppl_increase("0.25") == 0.25
     assert _ppl_increase(None) is None and _ppl_increase("ten") == "ten"
+
+
+def test_the_fine_tunes_start_at_the_runs_learning_rate(tmp_path, capsys) -> None:
+    from lightning_compress.cli.compress import _run_lr
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text(
+        "model:\n  _target_: lightning_compress.models.huggingface_classifier\n  name_or_path: ${lc_offline_minilm:}\n"
+        "optimizer:\n  _target_: torch.optim.AdamW\n  _partial_: true\n  lr: 5.0e-05\n"
+    )
+    assert _run_lr(str(run)) == 5e-5  # a MiniLM run: 5e-5, not the planner's 1e-3 default
+    assert _run_lr(str(tmp_path)) is None  # no run folder
+    assert main([SPEC, "--max-drop", "0.5", "--size-ratio", "0.3", "--lr", "0", "--out", str(tmp_path / "a")]) == 2
+    assert "`--lr` must be a number > 0, got 0.0" in capsys.readouterr().err
