@@ -129,6 +129,12 @@ def main(rank: int, out: str, port: int) -> None:
         saved["too_few"] = error_of(lambda: one_shot_prune(BlockNet(), batches()[:1], method="wanda", sparsity=0.5))
         uneven = batches()[: 3 + rank]  # 3 batches on rank 0, 4 on rank 1
         saved["uneven"] = error_of(lambda: one_shot_prune(BlockNet(), uneven, method="wanda", sparsity=0.5))
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        sharded = BlockNet()
+        fully_shard(sharded, mesh=init_device_mesh("cpu", (2,)))  # FSDP2: DTensor row shards
+        saved["sharded"] = error_of(lambda: one_shot_prune(sharded, batches(), method="sparsegpt", sparsity=0.5))
         torch.save(saved, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()

@@ -135,6 +135,13 @@ def test_too_few_or_uneven_batches_are_refused_on_every_rank(ranks: list[dict[st
         assert "rank 0: 3, rank 1: 4" in r["uneven"]
 
 
+def test_sharded_weights_are_refused(ranks: list[dict[str, Any]]) -> None:
+    for r in ranks:
+        message = r["sharded"]
+        assert "needs whole weights, but 8 selected weight(s) are sharded DTensors (embed.weight and more)" in message
+        assert "SparseGPT chooses masks across the rows of a column block" in message
+
+
 def test_bad_distributed_argument_is_refused_before_work() -> None:
     with pytest.raises(ValueError, match=r"`distributed` can be 'auto' .* or False .*got True"):
         one_shot_prune(torch.nn.Linear(4, 4), [torch.randn(2, 4)], method="wanda", sparsity=0.5, distributed=True)
