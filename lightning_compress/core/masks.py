@@ -15,10 +15,10 @@ zero gradient and zero state their update is exactly zero (weight decay included
 re-zeroes the weights *and* zeroes the per-element optimizer state of the pruned positions only on the first step after
 :meth:`attach`, and does nothing on the other steps. After a mask change it is cheaper still: when the writer re-zeroes
 the weights itself (:meth:`apply_to_weights` after :meth:`set_masks` / :meth:`mark_changed`, as every callback does
-so that the step's forward pass sees them), a step pre-hook zeroes only the optimizer state of the pruned positions
-before the next step, and the step keeps all three at zero (no second pass over the weights); without that
-:meth:`apply_to_weights` the post-step hook does both after the next step. Every other optimizer (and
-``attach(..., always=True)``) gets the full re-zeroing after every step.
+so that the step's forward pass sees them), that pass also zeroes the attached element-wise optimizers' state of the
+pruned positions (each mask chunk cast once for the weight and its state tensors), and their next step keeps all of
+it at zero: no post-step pass. Without that :meth:`apply_to_weights` the post-step hook does both after the next step.
+Every other optimizer (and ``attach(..., always=True)``) gets the full re-zeroing after every step.
 
 On CPU, ``weight.mul_(bool_mask)`` would allocate a float copy of the mask on every call (TensorIterator casts CPU
 inputs through temporaries), and the bool -> float cast itself is several times slower than a uint8 -> float cast (the
@@ -46,6 +46,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Optional, Union
 
@@ -130,7 +131,7 @@ class ParameterMasks:
         self._always: set[int] = set()  # ids of optimizers re-zeroed after every step
         self._dirty: set[int] = set()  # ids of optimizers to re-zero (and clear state for) after their next step
         self._changed: set[int] = set()  # the same, after a mask change: until the weights are re-zeroed
-        self._stale_state: set[int] = set()  # ids of optimizers whose state to clear before their next step
+        self._elementwise: dict[int, weakref.ref] = {}  # the attached element-wise optimizers, by id
         if masks is not None:
             self.set_masks(masks)
 
@@ -220,17 +221,28 @@ class ParameterMasks:
     def apply_to_weights(self, optimizer: Optional[Optimizer] = None) -> None:
         """Zero the pruned weights in place (of ``optimizer``'s parameters only, when given)."""
         active = self._active(optimizer)
-        # weights zeroed after a mask change: the state of the pruned positions is all that is left to clear (before
-        # the next step: with zero weights, gradients and state, the element-wise optimizers' updates there are zero)
+        # Re-zeroing after a mask change: the element-wise optimizers' state of the pruned positions is cleared in the
+        # same pass (each mask chunk cast once for the weight and its state), so that their next step keeps all of
+        # it at zero and needs no post-step pass
         done = self._changed if optimizer is None else self._changed & {id(torch_optimizer(optimizer))}
-        if done:
-            self._stale_state.update(done - self._always)
-            self._changed.difference_update(done)
+        state: dict[int, list[Tensor]] = {}
+        for key in done:
+            ref = self._elementwise.get(key)
+            opt = ref() if ref is not None else None
+            if opt is not None:
+                for i, tensors in self._state_tensors(opt).items():
+                    state.setdefault(i, []).extend(tensors)
+        self._changed.difference_update(done)
         if not active:
             return
         params = self._params if self.group is None else self.local_params
-        _masked_mul_([params[i] for i in active], [self._masks[i] for i in active], [self._flat[i] for i in active],
-                     self._scratch)  # fmt: skip
+        tensors, masks, flats = [], [], []
+        for i in active:
+            for t in (params[i], *state.get(i, ())):
+                tensors.append(t)
+                masks.append(self._masks[i])
+                flats.append(self._flat[i])
+        _masked_mul_(tensors, masks, flats, self._scratch)
 
     @torch.no_grad()
     def apply_to_grads(self, optimizer: Optional[Optimizer] = None) -> None:
@@ -265,7 +277,7 @@ class ParameterMasks:
             if always or type(optimizer) not in _ELEMENTWISE_OPTIMIZERS:
                 self._always.add(id(optimizer))
             else:
-                handles.append(optimizer.register_step_pre_hook(self._pre_step_hook))
+                self._elementwise[id(optimizer)] = weakref.ref(optimizer)
             self._dirty.add(id(optimizer))
             handles.append(optimizer.register_step_post_hook(self._post_step_hook))
         self._handles.extend(handles)
@@ -280,7 +292,7 @@ class ParameterMasks:
         self._always.clear()
         self._dirty.clear()
         self._changed.clear()
-        self._stale_state.clear()
+        self._elementwise.clear()
 
     @torch.no_grad()
     def zero_optimizer_state(self, optimizer: Optimizer) -> None:
@@ -289,8 +301,17 @@ class ParameterMasks:
         Every state tensor of a masked parameter's shape is multiplied by the mask (its local shard when sharded);
         scalars (``step``) are left alone.
         """
-        optimizer = torch_optimizer(optimizer)
-        triples = []
+        tensors, masks, flats = [], [], []
+        for i, values in self._state_tensors(torch_optimizer(optimizer)).items():
+            for value in values:
+                tensors.append(value)
+                masks.append(self._masks[i])
+                flats.append(self._flat[i])
+        _masked_mul_(tensors, masks, flats, self._scratch)
+
+    def _state_tensors(self, optimizer: Optimizer) -> dict[int, list[Tensor]]:
+        """The floating state tensors of the mask's (local) shape, of each masked parameter ``optimizer`` updates."""
+        out: dict[int, list[Tensor]] = {}
         for i in self._active(optimizer):
             p, m = self._params[i], self._masks[i]
             for value in optimizer.state.get(p, {}).values():
@@ -298,15 +319,8 @@ class ParameterMasks:
                     continue
                 value = local_tensor(value)
                 if value.shape == m.shape and value.is_floating_point():
-                    triples.append((value, m, self._flat[i]))
-        _masked_mul_([v for v, _, _ in triples], [m for _, m, _ in triples], [f for _, _, f in triples], self._scratch)
-
-    def _pre_step_hook(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
-        key = id(optimizer)
-        if key in self._stale_state:
-            self._stale_state.discard(key)
-            if key not in self._dirty and key not in self._changed:  # else the post-step hook clears it
-                self.zero_optimizer_state(optimizer)
+                    out.setdefault(i, []).append(value)
+        return out
 
     def _post_step_hook(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
         key = id(optimizer)
@@ -317,7 +331,6 @@ class ParameterMasks:
             self._changed.discard(key)
             self.apply_to_weights(optimizer)
             self.zero_optimizer_state(optimizer)
-            self._stale_state.discard(key)
 
     def _mark_dirty(self, counts: Optional[Sequence[int]] = None) -> None:
         """Masks changed: count their pruned positions (summed over the shards), note which local masks have one, and
@@ -452,22 +465,32 @@ def _masked_mul_(
     size = min(max(t.numel() for t in tensors), _CHUNK)
     if scratch is None:
         scratch = {}
-    for t, m, mflat in zip(tensors, masks, flat_masks):
+    i = 0
+    while i < len(tensors):
+        t, m, mflat = tensors[i], masks[i], flat_masks[i]
         if not t.is_contiguous():
             t.mul_(m)
+            i += 1
             continue
+        j = i + 1  # the following tensors on the same mask and of the same dtype share each cast chunk
+        while j < len(tensors) and masks[j] is m and tensors[j].dtype == t.dtype and tensors[j].is_contiguous():
+            j += 1
+        group = tensors[i:j]
+        i = j
         buf = scratch.get(t.dtype)
         if buf is None or buf.numel() < size:
             buf = scratch[t.dtype] = torch.empty(size, dtype=t.dtype)
         n = t.numel()
-        if n <= buf.numel():  # one chunk: the common case, four dispatcher calls
+        if n <= buf.numel():  # one chunk: the common case, three dispatcher calls and one per tensor
             chunk = buf if n == buf.numel() else buf[:n]
             chunk.copy_(mflat)
-            t.view(-1).mul_(chunk)
+            for u in group:
+                u.view(-1).mul_(chunk)
             continue
-        flat, step = t.view(-1), buf.numel()
+        flats, step = [u.view(-1) for u in group], buf.numel()
         for start in range(0, n, step):
             stop = min(n, start + step)
             chunk = buf[: stop - start]
             chunk.copy_(mflat[start:stop])
-            flat[start:stop].mul_(chunk)
+            for flat in flats:
+                flat[start:stop].mul_(chunk)
