@@ -20,8 +20,8 @@ Data-parallel calibration (the model whole on every rank, each rank running its 
 every rank: the float64 sums (Hessian, squared norms, ``|x|``) and the token counts are summed over the ranks. The
 float64 sums then differ from one process's only in their float64 rounding (grouped by rank instead of batch after
 batch: ~1e-16 relative), so the float32 statistics handed out are equal to one process's on all the batches except
-where that rounding crosses a float32 boundary (one float32 ulp, ~6e-8 relative; the tests allow ``rtol=1e-6`` and
-check the masks and grids are equal).
+where that rounding crosses a float32 boundary (then by one float32 ulp, ~6e-8 relative). The 2-process tests
+(``tests/sharded/test_data_parallel_calibration.py``) find the statistics, masks and GPTQ / AWQ grids bit-identical.
 
 Example:
     >>> lin = torch.nn.Linear(3, 2)
