@@ -18,7 +18,7 @@ from lightning_compress.pruning.one_shot.calibration import InputStatistics
 from lightning_compress.quantization.weight_only.gptq import gptq_quantize
 from lightning_compress.quantization.weight_only.grid import dequantize
 from lightning_compress.quantization.weight_only.one_shot_quantization import OneShotQuantization
-from lightning_compress.quantization.weight_only.quantize import one_shot_quantize
+from lightning_compress.quantization.weight_only.quantize import _block_of, one_shot_quantize
 
 
 class _Block(nn.Module):
@@ -224,3 +224,10 @@ def test_callback_refuses_bad_arguments_at_once() -> None:
         ValueError, match=r"`bits` must be an int in 2\.\.8, got 12; `train` can be freeze or fake_quant"
     ):
         OneShotQuantization(bits=12, train="qat")
+
+
+def test_layers_are_assigned_to_their_repeated_block() -> None:
+    assert _block_of("model.layers.12.mlp.up_proj", "model.layers") == "12"
+    assert _block_of("model.layers_norm.weight", "model.layers") is None
+    assert _block_of("lm_head", "model.layers") is None and _block_of("lm_head", None) is None
+    assert _block_of("3.fc", "") == "3"  # the model itself is the ModuleList of blocks

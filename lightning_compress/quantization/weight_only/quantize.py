@@ -19,7 +19,10 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import itertools
+import sys
 import time
 import warnings
 from collections.abc import Iterable
@@ -232,7 +235,13 @@ def one_shot_quantize(
     pattern = pattern_name(sparsity, n, m) if (sparsity is not None or n is not None) else ""
     result = QuantizationResult(layers={}, skipped=skipped, method=method, grid=grid, pattern=pattern)
 
+    current_block: list[Optional[str]] = [None]
+
     def process(fqn: str, stats: Optional[InputStatistics]) -> None:
+        block = _block_of(fqn, result.blocks)
+        if block != current_block[0]:  # a new block: hand the previous block's freed temporaries back to the OS
+            current_block[0] = block
+            _release_free_memory()
         layer = linear[fqn]
         weight = layer.weight
         began = time.perf_counter()
@@ -294,6 +303,32 @@ def one_shot_quantize(
         model.train(was_training)
     result.seconds = time.perf_counter() - start
     return model, result
+
+
+def _block_of(fqn: str, blocks: Optional[str]) -> Optional[str]:
+    """The index of the repeated block that holds layer ``fqn`` (as a string), or None."""
+    if blocks is None or not fqn.startswith(f"{blocks}." if blocks else ""):
+        return None
+    return fqn[len(blocks) + 1 if blocks else 0 :].split(".", 1)[0]
+
+
+def _release_free_memory() -> None:
+    """Return the C heap's free pages to the OS (glibc ``malloc_trim``; a no-op elsewhere). Each block's rounding
+    frees temporaries of many sizes between small tensors that stay (the grids), and glibc keeps such fragmented free
+    memory mapped: without this the process's memory grew by several MB per transformer block."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Optional[Any]:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc; musl has no malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def _quantize_layer(
