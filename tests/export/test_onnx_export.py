@@ -277,18 +277,23 @@ def test_efficientnet_lite0_int8_runs_integer_everywhere(tmp_path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "ptq"))
     from efficientnet import calibration_batch, efficientnet_lite0, photo_batch
 
-    net, cal = efficientnet_lite0(), calibration_batch(per_photo=2)
-    int8 = quantize(net, cal, calibration_batches=2, batch_size=9, compile=False)
-    result = export(int8, tmp_path / "model.onnx", "onnx", example_inputs=cal[:2], calibration_data=cal.split(9))
+    net = efficientnet_lite0()
+    cal = list(calibration_batch().split(8))[:4]  # 32 crops, as experiments/export/measure.py
+    int8 = quantize(net, cal, calibration_batches=4, compile=False)
+    result = export(int8, tmp_path / "model.onnx", "onnx", example_inputs=cal[0][:2], calibration_data=cal)
     kernels = ort_kernels(result.path)
     assert kernels.integer_count == len(int8_layers(int8)) == 50 and kernels.float_count == 0, kernels.summary()
     # the 9 projections before a residual add: calibrated quantized outputs, so QLinearConv and QLinearAdd
     assert kernels.integer == collections.Counter({"QLinearConv": 49, "QGemm": 1}), kernels.summary()
     assert kernels.ops["QLinearAdd"] == 9 and len(result.details.quantized_conv_outputs) == 9, kernels.summary()
-    photos = photo_batch(crops=2)
+    photos = photo_batch(crops=8)  # 45 crops of 5 photos
+    model = load_onnx(result.path)
     with torch.no_grad():
-        ref = int8(photos)
-    assert (load_onnx(result.path)(photos).argmax(1) == ref.argmax(1)).float().mean() >= 0.9
+        ref = torch.cat([int8(x) for x in photos.split(16)])
+    out = torch.cat([model(x) for x in photos.split(16)])
+    # measured: agreement 0.978 (1 crop of 45), mean logit cosine 0.9994
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.93
+    assert torch.nn.functional.cosine_similarity(out, ref).mean() >= 0.998
 
 
 def test_the_top_level_export_is_the_verb_and_still_the_package(tmp_path):
