@@ -1,8 +1,8 @@
 """What GradualMagnitudePruning and Lightning's ModelPruning add to a training step, counted with torch.profiler:
-operator calls, kernels (operators that call no other operator and compute: views and metadata left out), operators
-that allocate (count and bytes: each operator's own net allocation) and the bytes of the kernels' tensor operands
-(inputs, in-place and ``out=`` tensors), per step. These are counts of work, independent of the machine's load; no
-timings.
+operator calls (and the top-level ones, which Python or Lightning dispatch), kernels (operators that call no other
+operator and compute: views and metadata left out), operators that allocate (count and bytes: each operator's own net
+allocation) and the bytes of the kernels' tensor operands (inputs, in-place and ``out=`` tensors), per step. These
+are counts of work, independent of the machine's load; no timings.
 
 The model and configuration are those of ``benchmark.py --parts timing`` (the 512-2048-2048-10 MLP at batch 64, SGD
 with momentum, GMP to 50 % in epoch 0 with an update every 10 steps, ModelPruning ``l1_unstructured`` 50 % global at
@@ -104,8 +104,10 @@ def summarize(prof: Any) -> dict[str, Any]:
     kernels = [e for e in leaves if e.name not in _VIEWS]
     allocating = [e for e in events if e.self_cpu_memory_usage > 0]
     operands = sum(sum(_bytes(s, d) for s, d in zip(e.input_shapes or [], e.input_dtypes or [])) for e in kernels)
+    top = [e for e in ops if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")]
     return {
         "ops": len(ops),
+        "top_level_ops": len(top),
         "kernels": len(kernels),
         "allocations": len(allocating),
         "allocated_bytes": sum(e.self_cpu_memory_usage for e in allocating),
@@ -168,7 +170,7 @@ def run(method: str, steps: tuple[int, ...] = (), epoch_ends: tuple[int, ...] = 
 
 
 def mean(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("ops", "kernels", "allocations", "allocated_bytes", "kernel_operand_bytes")
+    keys = ("ops", "top_level_ops", "kernels", "allocations", "allocated_bytes", "kernel_operand_bytes")
     out: dict[str, Any] = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
     names: Counter = Counter()
     for r in rows:
@@ -195,13 +197,15 @@ def main() -> None:
         "ModelPruning epoch-end pruning": mean(run("modelpruning", epoch_ends=(0,))),
     }
     base = cases["plain step"]
-    print("\n| per step | operator calls | kernels | allocations | allocated MB | kernel operand MB |")
-    print("|---|---:|---:|---:|---:|---:|")
+    header = "operator calls | top-level calls | kernels | allocating ops | allocated MB | kernel operand MB"
+    print(f"\n| per step | {header} |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, c in cases.items():
         extra = "" if name == "plain step" or "epoch-end" in name else " (+ over plain)"
         sub = base if extra else {k: 0 for k in base}
         print(
-            f"| {name}{extra} | {c['ops'] - sub['ops']:+.0f} | {c['kernels'] - sub['kernels']:+.0f} |"
+            f"| {name}{extra} | {c['ops'] - sub['ops']:+.0f} | {c['top_level_ops'] - sub['top_level_ops']:+.0f} |"
+            f" {c['kernels'] - sub['kernels']:+.0f} |"
             f" {c['allocations'] - sub['allocations']:+.0f} |"
             f" {(c['allocated_bytes'] - sub['allocated_bytes']) / 1e6:+.1f} |"
             f" {(c['kernel_operand_bytes'] - sub['kernel_operand_bytes']) / 1e6:+.1f} |"

@@ -487,10 +487,10 @@ def _masked_mul_(
             for u in group:
                 u.view(-1).mul_(chunk)
             continue
-        flats, step = [u.view(-1) for u in group], buf.numel()
-        for start in range(0, n, step):
-            stop = min(n, start + step)
-            chunk = buf[: stop - start]
-            chunk.copy_(mflat[start:stop])
-            for flat in flats:
-                flat[start:stop].mul_(chunk)
+        step = buf.numel()  # the chunk views made by one split per tensor, in C++, not one slice per chunk in Python
+        parts = [u.view(-1).split(step) for u in group]
+        for c, mchunk in enumerate(mflat.split(step)):
+            chunk = buf if mchunk.numel() == step else buf[: mchunk.numel()]
+            chunk.copy_(mchunk)
+            for part in parts:
+                part[c].mul_(chunk)
