@@ -25,10 +25,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_compress.core.batches import call_model, first_batch, model_inputs
+from lightning_compress.core.batches import call_model, first_batch, model_inputs, stage_dataloader
 from lightning_compress.core.sharding import check_sharding
 from lightning_compress.core.target import find_network
-from lightning_compress.core.validation import ArgumentErrors
+from lightning_compress.core.validation import ArgumentErrors, is_int
 from lightning_compress.quantization.export_inputs import shrink_inputs
 
 __all__ = ["CALLBACK_FORMATS", "ExportCallback"]
@@ -54,6 +54,13 @@ class ExportCallback(Callback):
     cannot hold fails the run before the first epoch, with the exporter's reason. Any later export that fails stops
     the run too (``RuntimeError`` naming the format and the epoch).
 
+    An INT8 model exported to ``onnx`` is calibrated for ONNX Runtime on the first ``calibration_batches`` batches
+    of the Trainer's training dataloader (never the validation data; drawn without touching the global random state):
+    the convolutions its graph reads in float (the projection before a residual add) get calibrated quantized outputs,
+    so ONNX Runtime runs them as ``QLinearConv`` and the add as ``QLinearAdd`` (``export(calibration_data=)``). They
+    are drawn only for an INT8 model, at each export; without a training dataloader (``trainer.validate``) or with
+    ``calibration_batches=0`` those convolutions are written as ``ConvInteger`` (exact, slow) and ``export`` warns.
+
     For ``hf-compressed-tensors`` the network must be a transformers model; when a ``QuantizationAwareTraining``
     callback replaces it by an INT8 graph, put this callback *before* it in ``callbacks`` so that its ``setup``
     records the architecture first.
@@ -64,6 +71,7 @@ class ExportCallback(Callback):
         dirpath: Folder of the exports; None: ``<trainer.log_dir or default_root_dir>/exports``.
         example_inputs: One batch of inputs to export with; None: the first batch of the validation dataloader.
         check_on_fit_start: Export and reload once at the start of ``fit``.
+        calibration_batches: Training batches that calibrate an INT8 ``onnx`` export (0 to 32; 0: none).
         keep_all: Keep every epoch's export (default: only the latest).
         verbose: 1 prints one line per export.
 
@@ -82,6 +90,7 @@ class ExportCallback(Callback):
         dirpath: Optional[Union[str, os.PathLike]] = None,
         example_inputs: Any = None,
         check_on_fit_start: bool = True,
+        calibration_batches: int = 8,
         keep_all: bool = False,
         verbose: int = 1,
     ) -> None:
@@ -96,6 +105,8 @@ class ExportCallback(Callback):
         if example_inputs is not None and not isinstance(example_inputs, (Tensor, tuple, list, Mapping)):
             errors.add("`example_inputs` must be a tensor, a tuple of inputs, a dict of keyword inputs or None, got"
                        f" {type(example_inputs).__name__}")  # fmt: skip
+        batches_ok = is_int(calibration_batches) and 0 <= calibration_batches <= 32
+        errors.require(batches_ok, "calibration_batches", "an int in 0..32 (0: none)", calibration_batches)
         errors.bools(check_on_fit_start=check_on_fit_start, keep_all=keep_all)
         errors.verbose(verbose, levels=(0, 1))
         errors.raise_if_any()
@@ -104,6 +115,7 @@ class ExportCallback(Callback):
         self.dirpath = None if dirpath is None else Path(dirpath)
         self.example_inputs = example_inputs
         self.check_on_fit_start = check_on_fit_start
+        self.calibration_batches = calibration_batches
         self.keep_all = keep_all
         self.verbose = verbose
         self.metrics: dict[str, float] = {}
@@ -131,10 +143,11 @@ class ExportCallback(Callback):
             return
         inputs = self._inputs(trainer, pl_module)
         model = self._deployable(pl_module, inputs, calibrate=True)
+        calibration = self._calibration(trainer, pl_module, model)
         with tempfile.TemporaryDirectory() as folder:
             for fmt in self.formats:
                 try:
-                    loaded = self._write_and_load(model, fmt, Path(folder) / _FILES[fmt], inputs)
+                    loaded = self._write_and_load(model, fmt, Path(folder) / _FILES[fmt], inputs, calibration)
                     with torch.no_grad():
                         _logits(loaded, inputs)
                 except Exception as err:
@@ -162,9 +175,10 @@ class ExportCallback(Callback):
         values: dict[str, float] = {}
         if trainer.is_global_zero:
             model = self._deployable(pl_module, inputs, calibrate=False)
+            calibration = self._calibration(trainer, pl_module, model)
             for fmt in self.formats:
                 try:
-                    loaded = self._write_and_load(model, fmt, folder / _FILES[fmt], inputs)
+                    loaded = self._write_and_load(model, fmt, folder / _FILES[fmt], inputs, calibration)
                     values.update(self._evaluate(loaded, host, trainer, pl_module, CALLBACK_FORMATS[fmt]))
                 except Exception as err:
                     raise RuntimeError(f"ExportCallback: exporting to {fmt!r} at epoch {epoch} failed:"
@@ -209,6 +223,27 @@ class ExportCallback(Callback):
         inputs = pl_module.transfer_batch_to_device(inputs, torch.device("cpu"), 0)
         return shrink_inputs(inputs)
 
+    def _calibration(self, trainer: pl.Trainer, pl_module: pl.LightningModule, model: nn.Module) -> Optional[list]:
+        """The inputs (on the CPU) of the first ``calibration_batches`` training batches when ``model`` is an INT8
+        graph exported to ``onnx``; else None (also without a training dataloader)."""
+        from lightning_compress.export.int8_graph import is_int8_graph
+
+        if not self.calibration_batches or "onnx" not in self.formats or not is_int8_graph(model):
+            return None
+        try:
+            loader = stage_dataloader(trainer, "fit")
+        except ValueError:  # trainer.validate: no training data, and never the data it evaluates
+            return None
+        split = getattr(pl_module, "split_batch", None)
+        out: list = []
+        with torch.random.fork_rng(devices=[]):  # a shuffled loader would otherwise advance the run's random state
+            for batch in loader:
+                if len(out) >= self.calibration_batches:
+                    break
+                inputs = split(batch)[0] if callable(split) else model_inputs(batch)
+                out.append(pl_module.transfer_batch_to_device(inputs, torch.device("cpu"), 0))
+        return out or None
+
     def _deployable(self, pl_module: pl.LightningModule, inputs: Any, calibrate: bool) -> nn.Module:
         """The network as it would be deployed: float as it is, a QAT-prepared graph converted to INT8 (on a copy
         calibrated with ``inputs`` when its observers have seen nothing yet, at fit start)."""
@@ -227,14 +262,18 @@ class ExportCallback(Callback):
             network = copy.deepcopy(network).cpu()
         return exportable_model(network)
 
-    def _write_and_load(self, model: nn.Module, fmt: str, path: Path, inputs: Any) -> Any:
+    def _write_and_load(
+        self, model: nn.Module, fmt: str, path: Path, inputs: Any, calibration: Optional[list] = None
+    ) -> Any:
         from lightning_compress.export.export import export
 
         hf_model = None
         if fmt == "hf-compressed-tensors" and self._hf is not None:
             cls, config = self._hf
             hf_model = cls._from_config(copy.deepcopy(config))  # names and shapes of the architecture
-        export(model, path, fmt, example_inputs=inputs, hf_model=hf_model, overwrite=True)
+        calibration_data = calibration if fmt == "onnx" else None
+        export(model, path, fmt, example_inputs=inputs, hf_model=hf_model, calibration_data=calibration_data,
+               overwrite=True)  # fmt: skip
         if fmt in ("onnx", "onnx-fp16"):
             from lightning_compress.export.onnx_runtime import load_onnx
 
