@@ -171,7 +171,8 @@ class Unstructured:
                     " (--method sparsegpt)")  # fmt: skip
         check = self.kernel_check or sparse_kernel_speedup
         sparsity = ctx.settings.unstructured_sparsity
-        row = check(copy.deepcopy(ctx.network), ctx.example_inputs, sparsity, device=ctx.device)
+        row = check(copy.deepcopy(ctx.network), ctx.example_inputs, sparsity, device=ctx.device,
+                    repeats=ctx.repeats, checks=ctx.checks)  # fmt: skip
         self._row = row
         if not row.available:
             return f"no sparse kernel runs this model here ({row.reason})"

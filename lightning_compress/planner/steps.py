@@ -21,6 +21,7 @@ from typing import Any, Optional, Protocol
 import torch
 from torch import nn
 
+from lightning_compress.bench.timing import TimingChecks
 from lightning_compress.core.batches import ExampleInputs
 from lightning_compress.core.validation import ArgumentErrors
 from lightning_compress.planner.budget import Budget, Measurement
@@ -150,6 +151,7 @@ class WalkContext:
             ``"perplexity"`` (a causal LM on token windows).
         run_dir: The planner's run folder.
         log: Prints one line.
+        repeats, checks: The timing settings of the walk (for the timings a step's check takes itself).
     """
 
     network: nn.Module
@@ -165,6 +167,8 @@ class WalkContext:
     metric: Metric
     run_dir: Path
     log: Callable[[str], None] = print
+    repeats: int = 10
+    checks: Optional[TimingChecks] = TimingChecks()  # noqa: RUF009 -- frozen, shared safely
 
     @property
     def device(self) -> torch.device:

@@ -316,7 +316,7 @@ def compress(
         state.save()
     made: dict[str, nn.Module] = {}
     ctx = WalkContext(network, train_data, val_data, example, budget, settings, facts, state.baseline,
-                      state.records, num_classes, metric, run_dir)  # fmt: skip
+                      state.records, num_classes, metric, run_dir, repeats=repeats, checks=checks)  # fmt: skip
     with WalkProgress(len(ordered), enabled=progress) as bar:
         ctx.log = bar.log
         bar.log(f"lc-compress: {budget.describe()}; fp32 {_metric_text(budget, state.baseline)}"
