@@ -58,7 +58,7 @@ def main() -> int:
         random = torch.randn(*shape, generator=g)  # lc-bench --input-shape's batch
     print("\n".join(describe_machine(machine_info("cpu"))), flush=True)
     out, untrusted = {}, False
-    batches = (("validation images (the planner's batch)", real), ("torch.randn (lc-bench's batch)", random))
+    batches = (("validation rows (the planner's batch)", real), ("random inputs (lc-bench's batch)", random))
     for name, inputs in batches:
         rows = benchmark_model(model, inputs, paths=("fp32 eager", "int8", "csr"), sparsities=(0.9,),
                                repeats=args.repeats, log=lambda line: print(line, file=sys.stderr))  # fmt: skip
