@@ -41,6 +41,7 @@ __all__ = ["main"]
 def _datamodule(spec: str, data: Optional[str], overrides: Sequence[str]) -> Any:
     """The data module of a run folder's config, else the ``conf/data`` option ``data`` (a Hugging Face folder is its
     tokenizer)."""
+    import yaml
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -51,9 +52,9 @@ def _datamodule(spec: str, data: Optional[str], overrides: Sequence[str]) -> Any
     run_config = path / ".hydra" / "config.yaml"
     if path.is_dir() and run_config.is_file() and data is None:
         cfg = OmegaConf.load(run_config)
-        for item in overrides:
+        for item in overrides:  # typed as on Hydra's command line: data.batch_size=16 is the int 16
             key, _, value = item.partition("=")
-            OmegaConf.update(cfg, key, value, merge=True)
+            OmegaConf.update(cfg, key, yaml.safe_load(value) if value else value, merge=True)
         return instantiate(cfg.data)
     is_hf = path.is_dir() and (path / "config.json").is_file()
     name = data or ("rotten_tomatoes" if is_hf else None)

@@ -137,3 +137,17 @@ def test_lc_export_calibrates_an_int8_program_on_a_training_split(tmp_path, caps
     fp16 = ["--format", "onnx-fp16", "--input-shape", "2,1,8,8", "--data", "digits", "--output", bad]
     assert main([str(bare), *fp16]) == 2 and "calibrates an INT8 model exported to onnx" in capsys.readouterr().err
     assert not Path(bad).exists()
+
+
+def test_a_run_folder_override_is_typed_as_on_hydras_command_line(tmp_path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+    from omegaconf import OmegaConf
+    from test_train import FAST, compose_train
+
+    from lightning_compress.cli.export import calibration_batches
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(compose_train(["experiment=digits_cnn", *FAST], run), run / ".hydra" / "config.yaml")
+    batches = calibration_batches(str(run), None, ["data.batch_size=16"], 2)  # the int 16, not the string '16'
+    assert [b.shape[0] for b in batches] == [16, 16]
