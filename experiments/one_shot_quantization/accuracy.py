@@ -7,7 +7,9 @@
     .venv/bin/python experiments/one_shot_quantization/accuracy.py table         # the table from results.jsonl
 
 Settings as the peer's (peer.py): symmetric grids, group 64, act order off, dampening 0.01, block 128, the default
-selection (ignore="auto": the output head, tied to the embedding, stays float). Only perplexity is recorded here:
+selection (ignore="auto": the output head, tied to the embedding, stays float). Variants of GPTQ (not the peer's pinned
+settings): gptqs_ static min-max groups (the peer's grids), gptqr_ searched ranges, gptqa_ act order, gptqar_ act
+order + searched ranges. Only perplexity is recorded here:
 times and memory come from benchmark.py on a quiet machine.
 """
 
@@ -31,8 +33,8 @@ from lightning_compress.quantization.weight_only.quantize import one_shot_quanti
 
 RESULTS = os.path.join(HERE, "results.jsonl")
 ROWS = ("dense", "rtn_w4_g64", "awq_w4_g64", "gptq_w4_g64", "rtn_w3_g64", "awq_w3_g64", "gptq_w3_g64",
-        "gptqs_w4_g64", "gptqs_w3_g64", "gptqr_w4_g64", "gptqr_w3_g64", "sparsegpt24_gptq_w4_g64", "sparsegpt_50",
-        "sparsegpt_24", "wanda_50", "wanda_24")  # fmt: skip
+        "gptqs_w4_g64", "gptqs_w3_g64", "gptqr_w4_g64", "gptqr_w3_g64", "gptqa_w4_g64", "gptqar_w4_g64",
+        "gptqar_w3_g64", "sparsegpt24_gptq_w4_g64", "sparsegpt_50", "sparsegpt_24", "wanda_50", "wanda_24")  # fmt: skip
 
 
 def compress(row: str, model: torch.nn.Module, calibration: torch.Tensor) -> str:
@@ -52,9 +54,12 @@ def compress(row: str, model: torch.nn.Module, calibration: torch.Tensor) -> str
         method, joint = "gptq", {**joint, "static_groups": True}
     if method == "gptqr":  # GPTQ on fixed grids whose ranges are searched against the Hessian (not the peer's minmax)
         method, joint = "gptq", {**joint, "search_ranges": True}
+    act_order = method in ("gptqa", "gptqar")  # GPTQ with act order (llm-compressor's default actorder: "static")
+    if act_order:
+        method, joint = "gptq", {**joint, "search_ranges": method == "gptqar"}
     bits, group = int(rest[0][1:]), int(rest[1][1:])
     _, result = one_shot_quantize(model, calibration, method=method, bits=bits, group_size=group, symmetric=True,
-                                  act_order=False, damping=0.01, blocksize=128,
+                                  act_order=act_order, damping=0.01, blocksize=128,
                                   calibration_batches=len(calibration), **joint)  # fmt: skip
     return result.summary()
 
