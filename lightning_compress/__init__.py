@@ -92,6 +92,8 @@ _EXPORTS: dict[str, str] = {
     "to_weight_only_": "quantization.weight_only.weight_only_linear",
     "save_weight_only": "quantization.weight_only.weight_only_file",
     "load_weight_only": "quantization.weight_only.weight_only_file",
+    "Int8Embedding": "quantization.weight_only.int8_embedding",
+    "int8_embedding_": "quantization.weight_only.int8_embedding",
     # distillation
     "DistillationModule": "distillation.distillation_module",
     "feature_loss": "distillation.losses",
@@ -223,6 +225,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names abov
     from lightning_compress.quantization.serialization import load_quantized, save_quantized
     from lightning_compress.quantization.weight_only.awq import awq_quantize
     from lightning_compress.quantization.weight_only.gptq import gptq_quantize
+    from lightning_compress.quantization.weight_only.int8_embedding import Int8Embedding, int8_embedding_
     from lightning_compress.quantization.weight_only.one_shot_quantization import OneShotQuantization
     from lightning_compress.quantization.weight_only.quantize import QuantizationResult, one_shot_quantize
     from lightning_compress.quantization.weight_only.weight_only_file import load_weight_only, save_weight_only
