@@ -6,6 +6,7 @@ the callback that quantizes at the start of ``fit``.
 from lightning_compress.quantization.weight_only.awq import awq_quantize
 from lightning_compress.quantization.weight_only.gptq import gptq_quantize
 from lightning_compress.quantization.weight_only.grid import Grid, QuantizedWeight, fake_quantize, grid_parameters
+from lightning_compress.quantization.weight_only.int8_embedding import Int8Embedding, int8_embedding_
 from lightning_compress.quantization.weight_only.one_shot_quantization import OneShotQuantization
 from lightning_compress.quantization.weight_only.quantize import LayerReport, QuantizationResult, one_shot_quantize
 from lightning_compress.quantization.weight_only.weight_only_file import load_weight_only, save_weight_only
@@ -18,6 +19,7 @@ from lightning_compress.quantization.weight_only.weight_only_linear import (
 __all__ = [
     "Grid",
     "Int4WeightOnlyLinear",
+    "Int8Embedding",
     "Int8WeightOnlyLinear",
     "LayerReport",
     "OneShotQuantization",
@@ -27,6 +29,7 @@ __all__ = [
     "fake_quantize",
     "gptq_quantize",
     "grid_parameters",
+    "int8_embedding_",
     "load_weight_only",
     "one_shot_quantize",
     "save_weight_only",

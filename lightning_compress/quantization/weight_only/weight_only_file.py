@@ -2,9 +2,10 @@
 safetensors file (no pickle: loading runs no code).
 
 The file holds the model's whole ``state_dict`` (the quantized layers' portable tensors: ``qweight`` with two 4-bit
-codes per byte, ``scale``, ``zero``, or ``weight_int8`` and ``scale``) and, in its metadata, which layers are which
-module with which grid. A tensor held under several names (an output head tied to the embedding) is stored once; the
-metadata names its aliases. Loading needs the float architecture (e.g. ``AutoModelForCausalLM.from_config``): the
+codes per byte, ``scale``, ``zero``, or ``weight_int8`` and ``scale``; an ``Int8Embedding``'s int8 rows and float32
+row scales) and, in its metadata, which layers are which module with which grid. A tensor held under several names
+(an output head tied to the embedding; the int8 codes a tied head shares with an ``Int8Embedding``) is stored once;
+the metadata names its aliases, and a shared buffer is one storage again after loading. Loading needs the float architecture (e.g. ``AutoModelForCausalLM.from_config``): the
 listed layers are swapped for empty quantized modules, then the tensors are loaded.
 
 Example:
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from lightning_compress.core.files import atomic_path
+from lightning_compress.quantization.weight_only.int8_embedding import Int8Embedding
 from lightning_compress.quantization.weight_only.weight_only_linear import (
     Int4WeightOnlyLinear,
     Int8WeightOnlyLinear,
@@ -54,6 +56,9 @@ def save_weight_only(model: nn.Module, path: Union[str, os.PathLike]) -> int:
         elif isinstance(module, Int8WeightOnlyLinear):
             layers[fqn] = {"kind": "int8", "in": module.in_features, "out": module.out_features,
                            "bias": module.bias is not None, "dtype": str(module.dtype)}  # fmt: skip
+        elif isinstance(module, Int8Embedding):
+            layers[fqn] = {"kind": "int8_embedding", "in": module.num_embeddings, "out": module.embedding_dim,
+                           "dtype": str(module.dtype)}  # fmt: skip
     if not layers:
         raise ValueError("save_weight_only: the model holds no Int4WeightOnlyLinear / Int8WeightOnlyLinear layer;"
                          " run to_weight_only_(model, result) first")  # fmt: skip
@@ -99,13 +104,18 @@ def load_weight_only(model: nn.Module, path: Union[str, os.PathLike], device: Un
             old = model.get_submodule(fqn)
         except AttributeError as err:
             raise ValueError(f"{path}: the model has no layer {fqn!r} that the file quantized") from err
-        if (getattr(old, "in_features", None), getattr(old, "out_features", None)) != (spec["in"], spec["out"]):
+        shape = (
+            ("num_embeddings", "embedding_dim") if spec["kind"] == "int8_embedding" else ("in_features", "out_features")
+        )
+        if (getattr(old, shape[0], None), getattr(old, shape[1], None)) != (spec["in"], spec["out"]):
             raise ValueError(f"{path}: layer {fqn!r} is {type(old).__name__} of another shape than the file's"
                              f" ({spec['in']} -> {spec['out']})")  # fmt: skip
         dtype = _DTYPES.get(spec["dtype"], torch.bfloat16)
         if spec["kind"] == "int4":
             new = Int4WeightOnlyLinear(spec["in"], spec["out"], spec["group_size"], spec["bias"], spec["bits"], dtype,
                                        device)  # fmt: skip
+        elif spec["kind"] == "int8_embedding":
+            new = Int8Embedding(spec["in"], spec["out"], dtype, device)
         else:
             new = Int8WeightOnlyLinear(spec["in"], spec["out"], spec["bias"], dtype, device)
         _replace(model, fqn, new)
@@ -113,4 +123,10 @@ def load_weight_only(model: nn.Module, path: Union[str, os.PathLike], device: Un
     for name, target in aliases.items():
         tensors[name] = tensors[target]
     model.load_state_dict(tensors, strict=True)
+    for name, target in aliases.items():  # a buffer saved once (int8 codes a tied head shares) is one storage again
+        owner, _, attr = name.rpartition(".")
+        module = model.get_submodule(owner)
+        if attr in module._buffers:
+            source, _, source_attr = target.rpartition(".")
+            module._buffers[attr] = model.get_submodule(source)._buffers[source_attr]
     return model
