@@ -102,14 +102,18 @@ def test_walk_with_a_memory_target_chooses_int4_weight_only(tmp_path):
     records = {r.step: r for r in result.records}
     assert records["ptq_int8"].status == "skipped" and "causal LM" in records["ptq_int8"].reason
     assert records["qat_int8"].status == "skipped"
-    assert result.met and result.chosen.name == "int4_gptq" and result.chosen.step == "int4_weight_only"
+    # GPTQ with searched ranges, and (the target is weight bytes) the embedding int8 per row, the tied head sharing it
+    assert result.met and result.chosen.name == "int4_gptqr_emb8" and result.chosen.step == "int4_weight_only"
+    assert result.chosen.details["search_ranges"] is True and "searched ranges" in result.chosen.note
+    assert result.chosen.details["int8_embedding"] == {"embedding": "model.embed_tokens", "tied_head": "lm_head"}
     assert "nm24" not in records or records["nm24"].status == "skipped"  # stops at the first that meets
     m, base = result.chosen.measurement, result.baseline
     # the arithmetic, by hand: every Linear but the tied head is INT4 g64 (codes 1/2 byte, fp32 scale, uint8 zero),
-    # the embedding (= the tied head) and the norms bf16
+    # the embedding int8 (V x D once) + its fp32 row scales + the head's bf16 row scales, the norms bf16
     linear = [mod for name, mod in lm.named_modules() if isinstance(mod, nn.Linear) and name != "lm_head"]
     int4 = sum(x.weight.numel() // 2 + x.weight.numel() // 64 * 5 for x in linear)
-    rest = sum(p.numel() for n, p in lm.named_parameters() if "norm" in n or "embed" in n) * 2
+    vocab, width = lm.get_input_embeddings().weight.shape
+    rest = sum(p.numel() for n, p in lm.named_parameters() if "norm" in n) * 2 + vocab * width + vocab * (4 + 2)
     assert m.weight_bytes == int4 + rest
     assert base.bf16_weight_bytes == 2 * sum(p.numel() for p in lm.parameters())
     assert m.weight_bytes / base.bf16_weight_bytes < 0.5
@@ -120,6 +124,15 @@ def test_walk_with_a_memory_target_chooses_int4_weight_only(tmp_path):
     state = json.loads((tmp_path / "planner_state.json").read_text())
     assert state["budget"]["weight_bytes_ratio"] == 0.5
     assert (tmp_path / "chosen" / "model.safetensors").is_file()
+    # the chosen file reads back (safetensors, no pickle) into the same model: int8 embedding, shared codes
+    from lightning_compress.planner.candidates import load_artifact
+
+    back = load_artifact("int4", tmp_path / "chosen" / "model.safetensors", lm)
+    assert back.lm_head.weight_int8.data_ptr() == back.model.embed_tokens.weight_int8.data_ptr()
+    assert weight_bytes(back) == m.weight_bytes
+    ids = torch.cat(data[1])[:1]
+    with torch.no_grad():
+        assert torch.equal(back(ids).logits, result.model(ids).logits)
 
 
 def test_walk_refuses_a_metric_that_does_not_fit_the_budget(tmp_path):
