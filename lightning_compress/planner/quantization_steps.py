@@ -224,10 +224,12 @@ class Int4WeightOnly:
         model, result = one_shot_quantize(copy.deepcopy(ctx.network), ctx.train_data, method=method, bits=4,
                                           group_size=group, calibration_batches=batches,
                                           search_ranges=search_ranges)  # fmt: skip
+        int8_rows = ctx.budget.weight_bytes_ratio is not None
+        table = model.get_input_embeddings().weight.detach().float().clone() if int8_rows else None
         model = to_weight_only_(model.to(torch.bfloat16), result, dtype=torch.bfloat16)
         embedding = None
-        if ctx.budget.weight_bytes_ratio is not None:  # after the bf16 cast: the row scales stay float32
-            embedding = int8_embedding_(model, dtype=torch.bfloat16)
+        if int8_rows:  # after the bf16 cast (the row scales stay float32), rounding the float32 table
+            embedding = int8_embedding_(model, dtype=torch.bfloat16, source=table)
         label = "GPTQ (searched ranges)" if search_ranges else method.upper()
         rest = "the rest bf16"
         if embedding is not None:

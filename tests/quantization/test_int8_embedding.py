@@ -61,6 +61,16 @@ def test_tied_head_shares_the_codes_and_weight_bytes_count_them_once():
         int8_embedding_(lm)  # already swapped
 
 
+def test_source_table_is_rounded_instead_of_the_cast_weight():
+    lm = tiny_llama()
+    table = lm.get_input_embeddings().weight.detach().clone()
+    lm = lm.to(torch.bfloat16)
+    int8_embedding_(lm, source=table)
+    assert torch.equal(lm.model.embed_tokens.weight_int8, Int8Embedding.from_float(table).weight_int8)
+    with pytest.raises(ValueError, match="`source` must be the embedding's shape"):
+        int8_embedding_(tiny_llama(), source=table[:3])
+
+
 def test_an_untied_head_stays_float():
     lm = tiny_llama(tied=False)
     assert int8_embedding_(lm)["tied_head"] is None and isinstance(lm.lm_head, nn.Linear)

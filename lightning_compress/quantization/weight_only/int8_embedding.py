@@ -98,7 +98,9 @@ class Int8Embedding(nn.Module):
 
 
 @torch.no_grad()
-def int8_embedding_(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> dict[str, Any]:
+def int8_embedding_(
+    model: nn.Module, dtype: torch.dtype = torch.bfloat16, source: Optional[Tensor] = None
+) -> dict[str, Any]:
     """Swap a causal LM's input embedding (``get_input_embeddings()``) for an :class:`Int8Embedding`, in place; an
     output head tied to it (``get_output_embeddings()`` holding the same weight) becomes an ``Int8WeightOnlyLinear``
     that shares the int8 codes.
@@ -108,12 +110,14 @@ def int8_embedding_(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> di
     Args:
         model: A Hugging Face model with ``get_input_embeddings`` (an ``nn.Embedding``).
         dtype: Compute dtype of the looked-up vectors and of the tied head.
+        source: The float table ``(V, D)`` to round (default: the embedding's own weight), e.g. the float32 weights
+            kept from before a bf16 cast.
 
     Returns:
         ``{"embedding": its module name, "tied_head": the head's module name or None}``.
 
     Raises:
-        ValueError: If the model has no ``nn.Embedding`` input embedding.
+        ValueError: If the model has no ``nn.Embedding`` input embedding, or ``source`` is not of its shape.
     """
     get = getattr(model, "get_input_embeddings", None)
     emb = get() if callable(get) else None
@@ -124,7 +128,10 @@ def int8_embedding_(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> di
     head_get = getattr(model, "get_output_embeddings", None)
     head = head_get() if callable(head_get) else None
     tied = isinstance(head, nn.Linear) and head.weight is emb.weight and head.bias is None
-    new = Int8Embedding.from_float(emb.weight, dtype)
+    if source is not None and tuple(getattr(source, "shape", ())) != tuple(emb.weight.shape):
+        raise ValueError(f"int8_embedding_: `source` must be the embedding's shape {tuple(emb.weight.shape)}, got"
+                         f" {tuple(getattr(source, 'shape', ()))}")  # fmt: skip
+    new = Int8Embedding.from_float(emb.weight if source is None else source, dtype)
     emb_name = names[id(emb)]
     _set(model, emb_name, new)
     head_name = None

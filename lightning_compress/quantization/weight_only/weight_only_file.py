@@ -5,8 +5,9 @@ The file holds the model's whole ``state_dict`` (the quantized layers' portable 
 codes per byte, ``scale``, ``zero``, or ``weight_int8`` and ``scale``; an ``Int8Embedding``'s int8 rows and float32
 row scales) and, in its metadata, which layers are which module with which grid. A tensor held under several names
 (an output head tied to the embedding; the int8 codes a tied head shares with an ``Int8Embedding``) is stored once;
-the metadata names its aliases, and a shared buffer is one storage again after loading. Loading needs the float architecture (e.g. ``AutoModelForCausalLM.from_config``): the
-listed layers are swapped for empty quantized modules, then the tensors are loaded.
+the metadata names its aliases, and a shared buffer is one storage again after loading. Loading needs the float
+architecture (e.g. ``AutoModelForCausalLM.from_config``): the listed layers are swapped for empty quantized modules,
+then the tensors are loaded.
 
 Example:
     >>> save_weight_only(model, "smollm2_w4.safetensors")  # doctest: +SKIP
