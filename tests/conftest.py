@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,7 +25,17 @@ import torch  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 from torch import nn  # noqa: E402
 
-torch.set_num_threads(2)
+THREADS = 2
+torch.set_num_threads(THREADS)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _same_threads_in_every_module() -> Iterator[None]:
+    """Each test module starts on ``THREADS`` threads, whatever an earlier module set: the resume tests compare a
+    child process (``THREADS`` threads) with this one bit for bit, and another thread count changes float sums."""
+    torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(autouse=True)

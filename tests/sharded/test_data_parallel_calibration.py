@@ -20,6 +20,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,13 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def single() -> dict[str, Any]:
-    torch.set_num_threads(1)
-    return run_script.results()
+def single() -> Iterator[dict[str, Any]]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank runs; restored, or every later test in this process runs on 1 thread
+    try:
+        yield run_script.results()
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("method", ["sparsegpt", "wanda"])
