@@ -27,7 +27,9 @@ pytestmark = needs("onnx", "onnxruntime", "onnxscript")
 
 export_module = importlib.import_module("lightning_compress.export.export")  # the package's `export` is the function
 
-QUIET = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+QUIET = dict(
+    accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False
+)
 
 
 def _loader(n: int, seed: int, scale: float = 1.0) -> DataLoader:
