@@ -46,7 +46,6 @@ __all__ = [
     "ShardedSupport",
     "all_reduce_",
     "check_sharding",
-    "check_strategy",
     "common_group",
     "is_dtensor",
     "local_tensor",
@@ -419,31 +418,3 @@ def check_sharding(trainer: Any, component: Any) -> None:
             " and a sharded teacher do not follow. Use `ModelParallelStrategy(data_parallel_size=<devices>,"
             " tensor_parallel_size=1)` (FSDP2 only) or DDP (`strategy='ddp'`)"
         )
-
-
-def check_strategy(trainer: Any, who: str, supported: Optional[Sequence[str]] = None, why: str = "") -> None:
-    """Refuse a strategy that shards parameters unless ``who`` works under it.
-
-    Args:
-        trainer: The Trainer.
-        who: The callback or module, for the message.
-        supported: The sharded strategies it handles; None (the default): :data:`SHARDED_SUPPORT`'s entry for
-            ``who`` (:func:`check_sharding`, which also refuses tensor parallelism).
-        why: Why the others cannot work, for the message (with ``supported`` only).
-
-    Raises:
-        ValueError: Naming the strategy, why, and what to use instead.
-
-    Example:
-        >>> import lightning.pytorch as pl
-        >>> check_strategy(pl.Trainer(accelerator="cpu", logger=False), "NMSparsity")
-    """
-    if supported is None:
-        check_sharding(trainer, who)
-        return
-    name = sharded_strategy(trainer)
-    if name is None or name in supported:
-        return
-    why = why or _FLAT
-    instead = " or ".join([*supported, "DDP (`strategy='ddp'`)"])
-    raise ValueError(f"{who} does not work under {name}: {why}. Use {instead}")

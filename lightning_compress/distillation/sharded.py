@@ -35,7 +35,7 @@ import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import nn
 
-from lightning_compress.core.sharding import is_dtensor, shard_layout
+from lightning_compress.core.sharding import all_reduce_, is_dtensor, shard_layout
 
 __all__ = ["fully_shard_layers", "shard_for_distillation", "teacher_group"]
 
@@ -114,8 +114,6 @@ def teacher_group(teacher: nn.Module) -> Optional[Any]:
 
 
 def sync_needed(missing: int, group: Any, device: torch.device) -> bool:
-    """Whether any rank of ``group`` misses teacher outputs (``missing`` examples here): one all-reduce (max) of one
+    """Whether any rank of ``group`` misses teacher outputs (``missing`` examples here): one all-reduce (sum) of one
     element, on ``device`` (the inputs' device, so that NCCL gets a GPU tensor)."""
-    flag = torch.tensor([missing], dtype=torch.int64, device=device)
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=group)
-    return bool(flag.item() > 0)
+    return bool(all_reduce_(torch.tensor([missing], dtype=torch.int64, device=device), group).item() > 0)
