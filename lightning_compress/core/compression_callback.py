@@ -88,7 +88,14 @@ class CompressionCallback(Callback):
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(**self._config())
+        # Lightning reads it at every hook call (its profiler's action names): rebuilt only when an argument changed
+        values = [getattr(self, name) for name in self._CONFIG]
+        cached = self.__dict__.get("_state_key_cache")
+        if cached is not None and len(cached[0]) == len(values) and all(a is b for a, b in zip(cached[0], values)):
+            return cached[1]
+        key = self._generate_state_key(**self._config())
+        self.__dict__["_state_key_cache"] = (values, key)
+        return key
 
     # -------------------------------------------------------------------------------------------- final state
     @property

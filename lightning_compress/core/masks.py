@@ -59,7 +59,7 @@ from lightning_compress.core.bit_packing import pack_mask, unpack_mask, unpack_m
 from lightning_compress.core.distributed import gather_packed_masks
 from lightning_compress.core.sharding import ShardLayout, all_reduce_, common_group, local_tensor, shard_layouts
 
-__all__ = ["ParameterMasks", "pack_mask", "torch_optimizer", "unpack_mask"]
+__all__ = ["ParameterMasks", "masked_mul_", "pack_mask", "torch_optimizer", "unpack_mask"]
 
 _CHUNK = 1 << 19  # elements per CPU chunk: a 2 MiB fp32 scratch buffer (see experiments/gmp_vs_modelpruning)
 
@@ -242,7 +242,7 @@ class ParameterMasks:
                 tensors.append(t)
                 masks.append(self._masks[i])
                 flats.append(self._flat[i])
-        _masked_mul_(tensors, masks, flats, self._scratch)
+        masked_mul_(tensors, masks, flats, self._scratch)
 
     @torch.no_grad()
     def apply_to_grads(self, optimizer: Optional[Optimizer] = None) -> None:
@@ -256,7 +256,7 @@ class ParameterMasks:
             grads = [params[i].grad for i in keep]
         else:
             grads = [local_tensor(params[i].grad) for i in keep]  # type: ignore[arg-type]
-        _masked_mul_(grads, [self._masks[i] for i in keep], [self._flat[i] for i in keep], self._scratch)  # type: ignore[arg-type]
+        masked_mul_(grads, [self._masks[i] for i in keep], [self._flat[i] for i in keep], self._scratch)  # type: ignore[arg-type]
 
     # --------------------------------------------------------------------------------------------------- hooks
     def attach(self, optimizers: Iterable[Optimizer], always: bool = False) -> list[RemovableHandle]:
@@ -307,7 +307,7 @@ class ParameterMasks:
                 tensors.append(value)
                 masks.append(self._masks[i])
                 flats.append(self._flat[i])
-        _masked_mul_(tensors, masks, flats, self._scratch)
+        masked_mul_(tensors, masks, flats, self._scratch)
 
     def _state_tensors(self, optimizer: Optimizer) -> dict[int, list[Tensor]]:
         """The floating state tensors of the mask's (local) shape, of each masked parameter ``optimizer`` updates."""
@@ -441,7 +441,7 @@ def torch_optimizer(optimizer: Any) -> Optimizer:
     return getattr(optimizer, "_optimizer", optimizer)
 
 
-def _masked_mul_(
+def masked_mul_(
     tensors: Sequence[Tensor],
     masks: Sequence[Tensor],
     flat_masks: Optional[Sequence[Tensor]] = None,
@@ -450,10 +450,16 @@ def _masked_mul_(
     """``t *= mask`` for every pair, in place, without allocating a float copy of any mask.
 
     Args:
-        tensors: Weights, gradients or optimizer state, one device.
+        tensors: Weights, gradients, optimizer state (or integer keys), one device.
         masks: Bool masks of the same shapes, contiguous.
         flat_masks: Optional 1-D uint8 views of ``masks`` (saves two view calls per tensor on every step).
         scratch: CPU chunk buffers by dtype, reused and grown as needed (new ones per call when None).
+
+    Example:
+        >>> t = torch.tensor([1.0, 2.0, 3.0])
+        >>> masked_mul_([t], [torch.tensor([True, False, True])])
+        >>> t
+        tensor([1., 0., 3.])
     """
     if not tensors:
         return

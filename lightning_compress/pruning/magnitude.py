@@ -36,12 +36,14 @@ import math
 import numbers
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import Tensor
 
+from lightning_compress.core.masks import masked_mul_
 from lightning_compress.core.sharding import ShardLayout, all_reduce_, common_group
 
 if TYPE_CHECKING:
@@ -54,7 +56,8 @@ _BINS = (_INF_KEY >> 16) + 1  # pass-1 bins: 0 = already pruned (key -1), then 1
 _ROUNDS = ((8, 8), (0, 8))  # (shift, bits) of the histograms that narrow the low 16 bits inside the cut bin
 _HIGH_HALF = 1 if sys.byteorder == "little" else 0  # which int16 of an int32 holds its top 16 bits
 _CACHE_KEYS_UP_TO = 1 << 24  # elements (32 MiB of int16 high halves); above it they are recomputed in every pass
-_PRUNED_HIGH = 0x7FFF  # the high half already-pruned positions take in pass 1: above every finite magnitude's
+_PRUNED_HIGH = 0x7FFF  # the largest high half (a NaN's); pass 1 counts every high half up to it
+_PARALLEL_BINCOUNT_FROM = 1 << 20  # elements: below it one thread counts faster than several
 
 
 @dataclass(frozen=True)
@@ -275,9 +278,10 @@ def _masks(
 
 class _Highs:
     """The top 16 bits of the keys (the float32 bit patterns of ``|w|``: ``bits >> 16 & 0x7FFF``, int16), with
-    already-pruned positions set to ``_PRUNED_HIGH`` (above every finite magnitude), segment by segment: all tensors
-    in one buffer, built once, when they total at most ``_CACHE_KEYS_UP_TO`` elements; else one tensor per segment,
-    rebuilt in each pass. The low 16 bits are read from the weights only where the cut needs them (the candidates)."""
+    already-pruned positions set to 0 (the bin of the exact zeros: pass 1 takes their count off it), segment by
+    segment: all tensors in one buffer, built once, when they total at most ``_CACHE_KEYS_UP_TO`` elements; else one
+    tensor per segment, rebuilt in each pass. The low 16 bits are read from the weights only where the cut needs them
+    (the candidates)."""
 
     def __init__(self, weights: Sequence[Tensor], live: Any) -> None:
         self.weights, self.live = weights, live
@@ -288,10 +292,19 @@ class _Highs:
         total = self.offsets[-1]
         self.segments = [(0, len(weights))] if total <= _CACHE_KEYS_UP_TO else [(i, i + 1) for i in range(len(weights))]
         self._cache: dict[int, Tensor] = {}
-        self._pruned = torch.full((), _PRUNED_HIGH, dtype=torch.int16, device=weights[0].device)
+        self._scratch: dict[torch.dtype, Tensor] = {}
 
     def start(self, segment: int) -> int:
         return self.offsets[self.segments[segment][0]]
+
+    def live_at(self, segment: int, where: Tensor) -> Tensor:
+        """Whether each flat position ``where`` (relative to the segment's start) is live."""
+        live = self.live_part(segment)
+        if live is None:
+            return torch.ones(where.numel(), dtype=torch.bool, device=where.device)
+        if isinstance(live, Tensor):
+            return live[where]
+        return torch.cat([m.reshape(-1) for m in live])[where]  # the rare case: the cut among exact zeros
 
     def live_part(self, segment: int) -> Any:
         """The live positions of a segment: None (all), a flat bool tensor, or one flat bool mask per tensor."""
@@ -323,12 +336,12 @@ class _Highs:
                 w = w.to(torch.float32)
             torch.bitwise_and(w.view(torch.int16)[_HIGH_HALF::2], 0x7FFF, out=high[a:b])  # the sign bit cleared
         live = self.live_part(segment)
-        if isinstance(live, Tensor):  # one flat buffer of the masks
-            torch.where(live, high, self._pruned, out=high)
+        if isinstance(live, Tensor):  # one flat buffer of the masks: pruned -> 0 (a multiply; `where` is 10x slower)
+            masked_mul_([high], [live], None, self._scratch)
         elif live is not None:  # one mask per tensor
             for i, mask in zip(range(first, stop), live):
                 a, b = self.offsets[i] - base, self.offsets[i + 1] - base
-                torch.where(mask, high[a:b], self._pruned, out=high[a:b])
+                masked_mul_([high[a:b]], [mask], None, self._scratch)
         if len(self.segments) == 1:
             self._cache[segment] = high
         return high
@@ -397,11 +410,12 @@ def _select(
         high = highs(s)
         if high.numel() == 0:
             continue
-        counts = torch.bincount(high, minlength=_PRUNED_HIGH + 1)
-        pruned = highs.num_pruned(s)
-        if int(counts[_INF_KEY >> 16 :].sum()) > pruned:  # a live NaN or Inf: count them per tensor for the message
+        counts = _bincount(high, _PRUNED_HIGH + 1)
+        pruned = highs.num_pruned(s)  # they hold high half 0, with the live weights of |w| < 2**-126 (and zeros)
+        if int(counts[_INF_KEY >> 16 :].sum()) > 0:  # a live NaN or Inf: count them per tensor for the message
             _count_nonfinite(highs, s, high, nonfinite)
             continue
+        counts[0] -= pruned
         hist[0] += pruned
         hist[1:] += counts[: _BINS - 1]
     if group is not None:  # one all-reduce for both
@@ -434,6 +448,8 @@ def _select(
         if high.numel() == 0:
             continue
         where = (high == cut_high).nonzero().squeeze(1)
+        if cut_high == 0:  # the cut among the live zeros and denormals: the pruned positions share their bin
+            where = where[highs.live_at(s, where)]
         candidates.append(highs.keys_at(s, where))
         positions.append(where + highs.start(s) if s else where)
     all_pos = positions[0] if len(positions) == 1 else torch.cat(positions) if positions else _empty(device)
@@ -459,7 +475,7 @@ def _select(
         high = highs(s)
         part = out.narrow(0, highs.start(s), high.numel())
         live_part = highs.live_part(s)
-        if live_part is None:
+        if live_part is None or cut_high > 0:  # the pruned positions hold high half 0: below the cut
             torch.ge(high, cut_high, out=part)
         elif isinstance(live_part, Tensor):
             torch.logical_and(live_part, high >= cut_high, out=part)  # in place when `live` is `out`
@@ -534,6 +550,31 @@ def _gather_bytes(weights: Sequence[Tensor], layouts: Optional[Sequence[ShardLay
     if layouts is None or common_group(layouts) is None:
         return 0
     return sum((x.global_numel - w.numel()) * w.element_size() for w, x in zip(weights, layouts))
+
+
+def _bincount(values: Tensor, minlength: int) -> Tensor:
+    """``torch.bincount(values, minlength=minlength)``; on CPU, over a chunk per intra-op thread in parallel (ATen's
+    CPU bincount runs on one thread; it releases the GIL, so Python threads run the chunks at once)."""
+    threads = torch.get_num_threads()
+    if values.device.type != "cpu" or threads < 2 or values.numel() < _PARALLEL_BINCOUNT_FROM:
+        return torch.bincount(values, minlength=minlength)
+    parts = values.chunk(threads)
+    counts = list(_thread_pool(threads).map(lambda part: torch.bincount(part, minlength=minlength), parts))
+    total = counts[0]
+    for more in counts[1:]:
+        total += more
+    return total
+
+
+_POOL: list[Any] = [None, 0]  # the executor and its thread count, made on first use
+
+
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    if _POOL[1] != threads:
+        if _POOL[0] is not None:
+            _POOL[0].shutdown(wait=False)
+        _POOL[0], _POOL[1] = ThreadPoolExecutor(threads, thread_name_prefix="lc-bincount"), threads
+    return _POOL[0]
 
 
 def _empty(device: torch.device, keys: bool = False) -> Tensor:

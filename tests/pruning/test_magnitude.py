@@ -162,3 +162,40 @@ def test_recomputing_keys_in_every_pass_gives_the_same_masks(monkeypatch) -> Non
         got = global_magnitude_masks(ws, s, current)
         assert all(torch.equal(a, b) for a, b in zip(got, want))
         assert all(torch.equal(a, b) for a, b in zip(got, reference_masks(ws, s, current)))
+
+
+def test_cut_among_zeros_with_pruned_positions_in_place() -> None:
+    """The pruned positions share the zeros' histogram bin: a cut there ranks them first, then the live zeros in flat
+    order (the in-place path of ParameterMasks, where the output is the live mask itself)."""
+    from lightning_compress.core.masks import ParameterMasks
+    from lightning_compress.pruning.magnitude import prune_by_magnitude_
+
+    w = torch.tensor([0.0, 3.0, 0.0, -0.0, 2.0, 0.0, 1e-41, 5.0])
+    masks = ParameterMasks({"w": torch.nn.Parameter(w.clone())})
+    masks.set_masks({"w": torch.tensor([True, False, True, True, False, True, True, True])})  # 3.0 and 2.0 pruned
+    result = prune_by_magnitude_(masks, 4 / 8)  # 2 more: the first two live zeros (flat order)
+    assert masks["w"].tolist() == [False, False, False, True, False, True, True, True]
+    assert result.pruned == 4 and result.threshold == 0.0
+    prune_by_magnitude_(masks, 6 / 8)  # the last zeros; the denormal 1e-41 is above them
+    assert masks["w"].tolist() == [False, False, False, False, False, False, True, True]
+    prune_by_magnitude_(masks, 7 / 8)
+    assert masks["w"].tolist() == [False] * 7 + [True]
+
+
+@pytest.mark.parametrize("with_current", [False, True])
+def test_large_weights_take_the_parallel_histogram(with_current: bool) -> None:
+    """Above a million elements the histogram is counted in chunks on several threads: the same masks."""
+    import lightning_compress.pruning.magnitude as magnitude
+
+    g = torch.Generator().manual_seed(5)
+    ws = [torch.randint(-50, 51, (700, 1000), generator=g).float() / 7, torch.randn(400_000, generator=g)]
+    assert sum(w.numel() for w in ws) >= magnitude._PARALLEL_BINCOUNT_FROM
+    current = [torch.rand(w.shape, generator=g) > 0.3 for w in ws] if with_current else None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for sparsity in (0.2, 0.55, 0.9):
+            got = global_magnitude_masks(ws, sparsity, current)
+            assert all(torch.equal(a, b) for a, b in zip(got, reference_masks(ws, sparsity, current)))
+    finally:
+        torch.set_num_threads(threads)
