@@ -334,7 +334,8 @@ class _Highs:
             w = self.weights[i].detach().reshape(-1)
             if w.dtype != torch.float32:  # ranked in float32, as ever
                 w = w.to(torch.float32)
-            torch.bitwise_and(w.view(torch.int16)[_HIGH_HALF::2], 0x7FFF, out=high[a:b])  # the sign bit cleared
+            high[a:b].copy_(w.view(torch.int16)[_HIGH_HALF::2])  # a strided copy, then one contiguous AND: faster
+        high.bitwise_and_(0x7FFF)  # the sign bit cleared                      than one strided AND (measured)
         live = self.live_part(segment)
         if isinstance(live, Tensor):  # one flat buffer of the masks: pruned -> 0 (a multiply; `where` is 10x slower)
             masked_mul_([high], [live], None, self._scratch)
@@ -447,7 +448,7 @@ def _select(
         high = highs(s)
         if high.numel() == 0:
             continue
-        where = (high == cut_high).nonzero().squeeze(1)
+        where = _positions_of(high, cut_high)
         if cut_high == 0:  # the cut among the live zeros and denormals: the pruned positions share their bin
             where = where[highs.live_at(s, where)]
         candidates.append(highs.keys_at(s, where))
@@ -550,6 +551,29 @@ def _gather_bytes(weights: Sequence[Tensor], layouts: Optional[Sequence[ShardLay
     if layouts is None or common_group(layouts) is None:
         return 0
     return sum((x.global_numel - w.numel()) * w.element_size() for w, x in zip(weights, layouts))
+
+
+def _positions_of(values: Tensor, value: int) -> Tensor:
+    """The flat positions (int64, ascending) where ``values == value``, for a rare value: ``nonzero`` over the 8-byte
+    words of the comparison first (an eighth of the elements), then inside the few words that hold a match; about
+    half the time of one ``nonzero`` over every element."""
+    equal = values == value
+    n = equal.numel()
+    whole = n - n % 8
+    if whole == 0:
+        return equal.nonzero().squeeze(1)
+    words = equal[:whole].view(torch.int64)  # a fresh tensor: aligned
+    hit = words.nonzero().squeeze(1)
+    rows, cols = equal[:whole].view(-1, 8)[hit].nonzero(as_tuple=True)
+    positions = hit[rows] * 8 + cols
+    if whole < n:
+        tail = equal[whole:].nonzero().squeeze(1)
+        if tail.numel():  # (not torch.cat: the selection concatenates nothing of the weights' size)
+            both = torch.empty(positions.numel() + tail.numel(), dtype=positions.dtype, device=positions.device)
+            both[: positions.numel()] = positions
+            both[positions.numel() :] = tail + whole
+            positions = both
+    return positions
 
 
 def _bincount(values: Tensor, minlength: int) -> Tensor:

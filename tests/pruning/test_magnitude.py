@@ -199,3 +199,12 @@ def test_large_weights_take_the_parallel_histogram(with_current: bool) -> None:
             assert all(torch.equal(a, b) for a, b in zip(got, reference_masks(ws, sparsity, current)))
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("n", [0, 5, 8, 64, 1001])
+def test_positions_of_a_value_equal_nonzero(n: int) -> None:
+    from lightning_compress.pruning.magnitude import _positions_of
+
+    values = torch.randint(0, 4, (n,), generator=torch.Generator().manual_seed(n), dtype=torch.int16)
+    for value in range(5):
+        assert torch.equal(_positions_of(values, value), (values == value).nonzero().squeeze(1))
