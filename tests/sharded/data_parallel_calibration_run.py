@@ -102,11 +102,13 @@ def results(distributed: Any = "auto") -> dict[str, Any]:
         out[method] = {"masks": result.masks, "weights": dict(model.state_dict()), "ranks": result.ranks,
                        "batches": result.calibration_batches}  # fmt: skip
     for method in ("gptq", "awq"):
-        model, quantized = one_shot_quantize(BlockNet(), batches(), method=method, bits=4, group_size=16, ignore=())
+        model, quantized = one_shot_quantize(BlockNet(), batches(), method=method, bits=4, group_size=16, ignore=(),
+                                             distributed=distributed)  # fmt: skip
         out[method] = {
             name: {"weight": q.weight.clone(), "scale": q.scale, "zero": q.zero, "input_scale": q.input_scale}
             for name, q in quantized.layers.items()
         }
+        out[f"{method}_ranks"] = quantized.ranks
     return out
 
 
@@ -125,6 +127,10 @@ def main(rank: int, out: str, port: int) -> None:
     try:
         saved = results()
         saved["opted_out"] = statistics(BlockNet(), batches(), distributed=False)
+        _, alone = one_shot_quantize(BlockNet(), batches(), method="gptq", bits=4, group_size=16, ignore=(),
+                                     distributed=False)  # fmt: skip
+        weights = {name: q.weight.clone() for name, q in alone.layers.items()}
+        saved["gptq_opted_out"] = {"ranks": alone.ranks, "weights": weights}
         saved["dealt"] = dealt(BlockNet(), batches())
         saved["too_few"] = error_of(lambda: one_shot_prune(BlockNet(), batches()[:1], method="wanda", sparsity=0.5))
         uneven = batches()[: 3 + rank]  # 3 batches on rank 0, 4 on rank 1

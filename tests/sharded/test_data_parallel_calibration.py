@@ -29,6 +29,7 @@ import torch
 
 from lightning_compress.pruning.one_shot.prune import one_shot_prune
 from lightning_compress.pruning.one_shot.sequential_calibration import LayerCalibration
+from lightning_compress.quantization.weight_only.quantize import one_shot_quantize
 
 SCRIPT = Path(__file__).with_name("data_parallel_calibration_run.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,6 +86,12 @@ def test_split_quantization_gives_the_single_process_grids(
 ) -> None:
     layers = single[method]
     assert len(layers) == 8
+    assert [r[f"{method}_ranks"] for r in ranks] == [2, 2] and single[f"{method}_ranks"] == 1
+    if method == "gptq":  # distributed=False: each rank alone on all the batches, the single process's weights too
+        for r in ranks:
+            assert r["gptq_opted_out"]["ranks"] == 1
+            for name, q in layers.items():
+                assert torch.equal(r["gptq_opted_out"]["weights"][name], q["weight"]), name
     if method == "awq":
         assert any(q["input_scale"] is not None for q in layers.values())
     for r in ranks:
@@ -152,6 +159,8 @@ def test_bad_distributed_argument_is_refused_before_work() -> None:
         one_shot_prune(torch.nn.Linear(4, 4), [torch.randn(2, 4)], method="wanda", sparsity=0.5, distributed=True)
     with pytest.raises(ValueError, match=r"`distributed` can be 'auto'.*got 'yes'"):
         LayerCalibration({}, hessian=False, process=print, distributed="yes")
+    with pytest.raises(ValueError, match=r"`distributed` can be 'auto' .* or False .*got 1"):
+        one_shot_quantize(torch.nn.Linear(16, 4), [torch.randn(2, 16)], group_size=16, distributed=1)
 
 
 @pytest.mark.slow  # Lightning starts a second process: two more imports of the library (~40 s on a busy 2-core CPU)

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_compress.core.batches import call_on_batch, move_data_to_device
+from lightning_compress.core.distributed import check_distributed
 from lightning_compress.core.selection import FilterFn, select_layers
 from lightning_compress.core.validation import ArgumentErrors, check_finite, check_materialized
 from lightning_compress.pruning.one_shot.calibration import InputStatistics
@@ -92,6 +93,7 @@ class QuantizationResult:
         pattern: ``""``, or the joint pruning pattern (``"50%"``, ``"2:4"``).
         blocks: The blocks processed one after another, or None (one pass).
         calibration_batches: Batches used (0 for RTN).
+        ranks: Ranks the calibration was split across (1: one process, or ``distributed=False``).
         seconds: Wall time.
     """
 
@@ -103,6 +105,7 @@ class QuantizationResult:
     pattern: str = ""
     blocks: Optional[str] = None
     calibration_batches: int = 0
+    ranks: int = 1
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -145,6 +148,7 @@ def one_shot_quantize(
     awq_points: int = 20,
     static_groups: bool = False,
     search_ranges: bool = False,
+    distributed: Any = "auto",
 ) -> tuple[nn.Module, QuantizationResult]:
     """Quantize the Linear weights of a trained ``model`` in place, in one shot (weights only; activations stay float).
 
@@ -176,6 +180,11 @@ def one_shot_quantize(
             way), rather than when the walk reaches the group (the GPTQ paper's).
         search_ranges: GPTQ: fixed grids whose ranges are searched against the input Hessian (an input-weighted
             MSE observer) instead of min-max.
+        distributed: ``"auto"``: under an initialised process group of more than one rank, every rank holding the
+            whole model and the same batches, split the calibration batches across the ranks
+            (``batches[rank::world_size]``) and all-reduce each layer's statistics (Hessian, mean |x|) before it is
+            quantized, so every rank computes the same grids and weights, equal to one process's on all the batches;
+            ``False``: every rank calibrates on all of them (as one process does).
 
     Returns:
         ``(model, result)``: the model (its quantized layers hold the de-quantized weights) and a
@@ -204,6 +213,9 @@ def one_shot_quantize(
     )  # fmt: skip
     errors.require(blocks is None or isinstance(blocks, str), "blocks", "'auto', None or a module name", blocks)
     errors.bools(static_groups=static_groups, search_ranges=search_ranges)
+    problem = check_distributed(distributed)
+    if problem is not None:
+        errors.add(problem)
     if method in ("gptq", "awq"):
         if calibration_data is None:
             errors.add(f"`calibration_data` must give calibration batches for method={method!r}, got None")
@@ -294,7 +306,8 @@ def one_shot_quantize(
     block_name = find_repeated_blocks(model) if blocks == "auto" else blocks
     result.blocks = block_name
     calibration = LayerCalibration(linear, hessian=True, process=process, unseen=result.skipped.__setitem__,
-                                   abs_mean=method == "awq")  # fmt: skip
+                                   abs_mean=method == "awq", distributed=distributed)  # fmt: skip
+    result.ranks = calibration.parallel.world_size if calibration.parallel is not None else 1
     was_training = model.training
     model.eval()
     try:
