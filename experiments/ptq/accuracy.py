@@ -148,7 +148,7 @@ def _minilm_module(model: nn.Module, lr: float) -> ClassificationModule:
     )  # fmt: skip
 
 
-def run_minilm(seed: int, quick: bool) -> dict[str, Any]:
+def run_minilm(seed: int, quick: bool, qat_only: bool = False) -> dict[str, Any]:
     L.seed_everything(seed, verbose=False)
     path = offline_minilm_path()
     data = GLUEDataModule(task="rotten_tomatoes", tokenizer=path, batch_size=32, seed=0,
@@ -162,8 +162,11 @@ def run_minilm(seed: int, quick: bool) -> dict[str, Any]:
     if quick:
         val, test = val[:2], test[:2]
     row = {"task": "rotten_tomatoes_minilm", "seed": seed}
-    row.update(_ptq_rows(fp32, data.train_dataloader(), 16, val, test, 0.003, quick, False, 4, ("histogram",)))
-    if seed == 0 and not quick:
+    if qat_only:  # the fp32 accuracy shows whether the float model trained again is the one the PTQ rows saw
+        row["fp32_acc"] = evaluate(fp32, test)
+    else:
+        row.update(_ptq_rows(fp32, data.train_dataloader(), 16, val, test, 0.003, quick, False, 4, ("histogram",)))
+    if seed == 0 and not quick and not qat_only:
         table = quantization_sensitivity(fp32, data.train_dataloader(), val[:4], calibration_batches=16,
                                          plot=HERE / "sensitivity_minilm.png")  # fmt: skip
         atomic_write_text(HERE / "sensitivity_minilm.md", table.to_markdown() + "\n")
@@ -228,15 +231,18 @@ def run_efficientnet(seed: int, quick: bool) -> dict[str, Any]:
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and range over seeds of every ``*_acc`` column, and its difference from fp32 in points."""
     out: dict[str, Any] = {}
-    for key in [k for k in rows[0] if k.endswith("_acc")]:
-        values = [r[key] for r in rows]
-        deltas = [100 * (r[key] - r["fp32_acc"]) for r in rows]
+    keys = dict.fromkeys(k for r in rows for k in r if k.endswith("_acc"))
+    for key in keys:  # a column measured on some seeds only is summarised over those (its "seeds" say which)
+        have = [r for r in rows if key in r]
+        values = [r[key] for r in have]
+        deltas = [100 * (r[key] - r["fp32_acc"]) for r in have]
         out[key] = {
             "mean": statistics.mean(values),
             "min": min(values),
             "max": max(values),
             "minus_fp32_pt_mean": statistics.mean(deltas),
             "minus_fp32_pt_range": [min(deltas), max(deltas)],
+            "seeds": [r.get("seed", 0) for r in have],
         }
     return out
 
@@ -247,7 +253,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--quick", action="store_true", help="one seed, tiny budgets: proves the script runs")
     parser.add_argument("--out", default=str(HERE / "accuracy.json"))
+    parser.add_argument(
+        "--qat-only", action="store_true", help="MiniLM: train the float model again, add only its QAT column"
+    )
     args = parser.parse_args()
+    if args.qat_only and args.parts != ["minilm"]:
+        parser.error(f"--qat-only: applies to the part 'minilm' alone, got parts {args.parts}")
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
     results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
@@ -255,7 +266,15 @@ def main() -> None:
     runs = {"mnist": run_mnist, "minilm": run_minilm, "efficientnet": run_efficientnet}
     for part in args.parts:  # no timings here: benchmark.py measures them on a quiet machine
         for seed in [0] if part == "efficientnet" else seeds:  # one pretrained model
-            row = runs[part](seed, args.quick)  # written after every seed: an interrupted run keeps its rows
+            old = [r for r in results.get(part, {}).get("rows", []) if r.get("seed", 0) == seed]
+            if args.qat_only:
+                row = run_minilm(seed, args.quick, qat_only=True)
+                if old:  # keep the PTQ columns of the earlier run; say whether the float model came out the same
+                    fp32_again = row.pop("fp32_acc")
+                    row = {**old[0], **row, "fp32_acc_of_qat_run": fp32_again}
+                    row.pop("note", None)
+            else:
+                row = runs[part](seed, args.quick)  # written after every seed: an interrupted run keeps its rows
             kept = [r for r in results.get(part, {}).get("rows", []) if r.get("seed", 0) != row.get("seed", 0)]
             rows = sorted([*kept, row], key=lambda r: r.get("seed", 0))
             results[part] = {"rows": rows}
