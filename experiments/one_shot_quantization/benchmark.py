@@ -35,6 +35,9 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 OURS_PY = os.path.join(ROOT, ".venv-lower", "bin", "python")
 PEER_PY = os.path.join(ROOT, ".venv-peer", "bin", "python")
 ONE_SHOT_ROWS = ("gptq_w4_g64", "gptq_w3_g64", "sparsegpt_50", "sparsegpt_24", "wanda_50", "wanda_24")
+# The peer's row for each of ours: its pruning modifiers need ignore=["re:.*lm_head"] to leave the tied head dense, as
+# ours does by default (peer.py's `sparsegpt_*` / `wanda_*` rows, ignore=["lm_head"], prune it: see README.md)
+PEER_ROWS = {f"{m}_{p}": f"{m}h_{p}" for m in ("sparsegpt", "wanda") for p in ("50", "24")}
 
 
 def _rss_mib() -> float:
@@ -85,8 +88,8 @@ def one_shot(rows: list[str], repeats: int, quick: bool, threads: int) -> None:
         ours, peer = [], []
         for _ in range(repeats):
             ours.append(_run([OURS_PY, __file__, "worker", row, f"--threads={threads}", *flags]))
-            peer.append(_run([PEER_PY, os.path.join(HERE, "peer.py"), row, "--no-eval", f"--threads={threads}",
-                              *flags]))  # fmt: skip
+            peer.append(_run([PEER_PY, os.path.join(HERE, "peer.py"), PEER_ROWS.get(row, row), "--no-eval",
+                              f"--threads={threads}", *flags]))  # fmt: skip
         o_s, p_s = (statistics.median(r["seconds"] for r in runs) for runs in (ours, peer))
         o_m, p_m = (statistics.median(r["peak_growth_mib"] for r in runs) for runs in (ours, peer))
         print(f"{row:14s} {o_s:8.1f} {p_s:8.1f} {o_s / p_s:9.2f}   {o_m:8.0f} {p_m:8.0f} {o_m / max(p_m, 1):6.2f}",
