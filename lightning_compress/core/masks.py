@@ -23,7 +23,7 @@ Every other optimizer (and ``attach(..., always=True)``) gets the full re-zeroin
 On CPU, ``weight.mul_(bool_mask)`` would allocate a float copy of the mask on every call (TensorIterator casts CPU
 inputs through temporaries), and the bool -> float cast itself is several times slower than a uint8 -> float cast (the
 measurements are in ``experiments/gmp_vs_modelpruning/README.md``); the masks are therefore applied in chunks: each
-chunk of the mask, read as uint8, is cast into a scratch buffer (at most 8 MiB per dtype, kept between calls, so the
+chunk of the mask, read as uint8, is cast into a scratch buffer (at most 2 MiB per dtype, kept between calls, so the
 steps allocate nothing) and multiplied in. On other devices the kernels cast on the fly and one ``torch._foreach_mul_``
 does it all.
 
@@ -61,7 +61,7 @@ from lightning_compress.core.sharding import ShardLayout, all_reduce_, common_gr
 
 __all__ = ["ParameterMasks", "masked_mul_", "pack_mask", "torch_optimizer", "unpack_mask"]
 
-_CHUNK = 1 << 21  # elements per CPU chunk: an 8 MiB fp32 scratch buffer (experiments/gmp_vs_modelpruning/mask_cost.py)
+_CHUNK = 1 << 19  # elements per CPU chunk: a 2 MiB fp32 scratch buffer (experiments/gmp_vs_modelpruning/mask_cost.py)
 
 
 class ParameterMasks:
