@@ -151,7 +151,7 @@ def test_bad_input(call, match) -> None:
 
 
 def test_recomputing_keys_in_every_pass_gives_the_same_masks(monkeypatch) -> None:
-    import lightning_compress.pruning.magnitude as magnitude
+    import lightning_compress.pruning.radix_select as magnitude
 
     g = torch.Generator().manual_seed(3)
     ws = [torch.randint(-4, 5, (7, 5), generator=g).float(), torch.randn(40, generator=g), torch.zeros(3, 3)]
@@ -185,7 +185,7 @@ def test_cut_among_zeros_with_pruned_positions_in_place() -> None:
 @pytest.mark.parametrize("with_current", [False, True])
 def test_large_weights_take_the_parallel_histogram(with_current: bool) -> None:
     """Above a million elements the histogram is counted in chunks on several threads: the same masks."""
-    import lightning_compress.pruning.magnitude as magnitude
+    import lightning_compress.pruning.radix_select as magnitude
 
     g = torch.Generator().manual_seed(5)
     ws = [torch.randint(-50, 51, (700, 1000), generator=g).float() / 7, torch.randn(400_000, generator=g)]
@@ -203,8 +203,28 @@ def test_large_weights_take_the_parallel_histogram(with_current: bool) -> None:
 
 @pytest.mark.parametrize("n", [0, 5, 8, 64, 1001])
 def test_positions_of_a_value_equal_nonzero(n: int) -> None:
-    from lightning_compress.pruning.magnitude import _positions_of
+    from lightning_compress.pruning.radix_select import _positions_of
 
     values = torch.randint(0, 4, (n,), generator=torch.Generator().manual_seed(n), dtype=torch.int16)
     for value in range(5):
         assert torch.equal(_positions_of(values, value), (values == value).nonzero().squeeze(1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=weight_lists(), fraction=st.floats(0.0, 1.0))
+def test_smallest_mask_drops_what_a_stable_sort_drops(data, fraction) -> None:
+    from lightning_compress.pruning.magnitude import smallest_mask
+
+    ws, _ = data
+    values = ws[0].abs() * (ws[0] > 0)  # non-negative, with zeros and ties (SparseGPT's saliencies)
+    count = int(round(fraction * values.numel()))
+    want = torch.ones(values.numel(), dtype=torch.bool)
+    want[torch.sort(values.reshape(-1), stable=True).indices[:count]] = False
+    assert torch.equal(smallest_mask(values, count), want.view(values.shape))
+
+
+def test_smallest_mask_refuses_a_bad_count() -> None:
+    from lightning_compress.pruning.magnitude import smallest_mask
+
+    with pytest.raises(ValueError, match=r"`count` must be in \[0, 3\] .* got 4"):
+        smallest_mask(torch.ones(3), 4)

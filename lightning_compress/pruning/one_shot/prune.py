@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from lightning_compress.core.batches import call_on_batch, move_data_to_device
 from lightning_compress.core.distributed import check_distributed
+from lightning_compress.core.packed_masks import PackedMasks
 from lightning_compress.core.selection import FilterFn, prunable_weights
 from lightning_compress.core.sharding import is_dtensor
 from lightning_compress.core.validation import ArgumentErrors, check_finite, is_int
@@ -70,7 +71,8 @@ class OneShotResult:
     """What :func:`one_shot_prune` did.
 
     Attributes:
-        masks: ``{"<module fqn>.weight": bool keep-mask}`` of every pruned weight, on its device.
+        masks: ``{"<module fqn>.weight": bool keep-mask}`` of every pruned weight, on its device, held bit-packed
+            (:class:`~lightning_compress.core.packed_masks.PackedMasks`: 1 bit per weight; reading a mask unpacks it).
         skipped: ``{"<module fqn>.weight": reason}`` of the selected weights left dense.
         method: ``"magnitude"``, ``"wanda"`` or ``"sparsegpt"``.
         pattern: ``"50%"`` or ``"2:4"``.
@@ -80,7 +82,7 @@ class OneShotResult:
         seconds: Wall time.
     """
 
-    masks: dict[str, Tensor]
+    masks: PackedMasks
     skipped: dict[str, str] = field(default_factory=dict)
     method: str = "sparsegpt"
     pattern: str = ""
@@ -89,11 +91,15 @@ class OneShotResult:
     ranks: int = 1
     seconds: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.masks, PackedMasks):
+            self.masks = PackedMasks(self.masks)
+
     @property
     def achieved_sparsity(self) -> float:
         """Fraction of the pruned weights' elements that the masks prune."""
-        total = sum(mask.numel() for mask in self.masks.values())
-        kept = sum(int(mask.count_nonzero()) for mask in self.masks.values())
+        total = sum(self.masks.shape(name).numel() for name in self.masks)
+        kept = sum(self.masks.num_kept(name) for name in self.masks)
         return (total - kept) / total if total else 0.0
 
     @property
@@ -223,7 +229,7 @@ def one_shot_prune(
         listed = ", ".join(f"{name}: {why}" for name, why in skipped.items())
         raise ValueError(f"one_shot_prune({method!r}) found no layer it can prune in {type(model).__name__}: {listed}")
 
-    result = OneShotResult(masks={}, skipped=skipped, method=method, pattern=pattern_name(sparsity, n, m))
+    result = OneShotResult(masks=PackedMasks(), skipped=skipped, method=method, pattern=pattern_name(sparsity, n, m))
     if method == "magnitude":
         for name in eligible:
             weight = params[name]
@@ -248,11 +254,13 @@ def one_shot_prune(
 
     def share(name: str, src: int) -> None:  # data-parallel: rank src pruned the layer; its weight and mask to all
         weight = params[name]
-        mask = result.masks.get(name)
-        if mask is None:
-            mask = result.masks[name] = torch.empty(weight.shape, dtype=torch.bool, device=weight.device)
+        if name in result.masks:
+            mask = result.masks[name]
+        else:
+            mask = torch.empty(weight.shape, dtype=torch.bool, device=weight.device)
         assert calibration.parallel is not None
         calibration.parallel.broadcast_([weight, mask], src)
+        result.masks[name] = mask
 
     calibration = LayerCalibration(owners, hessian=method == "sparsegpt", process=prune,
                                    unseen=result.skipped.__setitem__, distributed=distributed,
@@ -265,7 +273,7 @@ def one_shot_prune(
         calibrate_sequentially(model, batches, forward, eligible, calibration, block_name)
     finally:
         model.train(was_training)
-    result.masks = {name: result.masks[name] for name in eligible if name in result.masks}  # one order on all ranks
+    result.masks = result.masks.reordered(eligible)  # one order on all ranks
     result.seconds = time.perf_counter() - start
     return result
 

@@ -39,6 +39,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from lightning_compress.pruning.magnitude import smallest_mask
 from lightning_compress.sparsity.pattern import check_sparsity_pattern
 
 __all__ = ["ColumnQuantizer", "inverse_hessian_cholesky", "obs_column_walk", "prepare_hessian", "sparsegpt_prune"]
@@ -245,9 +246,9 @@ def obs_column_walk(
     quota = None  # unstructured: how many of the layer's pruned weights fall in columns [0, j], for each j
     if sparsity is not None and sparsity > 0:
         saliency = (w.square() / hinv.diagonal().square()) * free
-        lowest = torch.sort(saliency.reshape(-1), stable=True).indices[: int(round(sparsity * rows * cols))]
-        quota = torch.bincount(lowest % cols, minlength=cols).cumsum(0).tolist()
-        del saliency, lowest
+        dropped = ~smallest_mask(saliency, int(round(sparsity * rows * cols)))  # a radix select, not a sort
+        quota = dropped.sum(0).cumsum(0).tolist()
+        del saliency, dropped
     pruning = quota is not None or nm
     pruned = torch.zeros(rows, cols, dtype=torch.bool, device=w.device)
     for i1 in range(0, cols, blocksize):
@@ -262,7 +263,7 @@ def obs_column_walk(
             k = quota[i2 - 1] - (quota[i1 - 1] if i1 else 0)
             if k:
                 score = (w1.square() / d1.square()) * free[i1:i2]
-                mask1.view(-1)[torch.sort(score.view(-1), stable=True).indices[:k]] = True
+                torch.logical_not(smallest_mask(score, k), out=mask1)
         for i in range(i2 - i1):
             col = w1[:, i]
             if nm and i % m == 0:  # type: ignore[operator]

@@ -146,3 +146,20 @@ def test_bad_hessian() -> None:
         sparsegpt_prune(torch.randn(4, 16), nan, sparsity=0.5)
     with pytest.raises(ValueError, match="not a multiple of m=4"):
         sparsegpt_prune(torch.randn(4, 6), torch.eye(6), n=2, m=4)
+
+
+def test_one_shot_result_holds_the_masks_bit_packed() -> None:
+    """A whole model's keep-masks at 1 bit per weight (a byte each as bool tensors: SmolLM2's would be 113 MiB)."""
+    from lightning_compress.core.packed_masks import PackedMasks
+    from lightning_compress.pruning.one_shot.prune import one_shot_prune
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64))
+    result = one_shot_prune(net, [torch.randn(8, 64) for _ in range(4)], method="sparsegpt", sparsity=0.5, ignore=())
+    assert isinstance(result.masks, PackedMasks)
+    weights = sum(layer.weight.numel() for layer in (net[0], net[2]))
+    assert result.masks.nbytes == weights // 8
+    assert result.achieved_sparsity == 0.5
+    for name in ("0.weight", "2.weight"):
+        mask = result.masks[name]
+        assert mask.dtype == torch.bool and (net.get_parameter(name)[~mask] == 0).all()
