@@ -35,7 +35,7 @@ _BINS = (_INF_KEY >> 16) + 1  # pass-1 bins: 0 = already pruned (key -1), then 1
 _ROUNDS = ((8, 8), (0, 8))  # (shift, bits) of the histograms that narrow the low 16 bits inside the cut bin
 _HIGH_HALF = 1 if sys.byteorder == "little" else 0  # which int16 of an int32 holds its top 16 bits
 _CACHE_KEYS_UP_TO = 1 << 24  # elements (32 MiB of int16 high halves); above it they are recomputed in every pass
-_PRUNED_HIGH = 0x7FFF  # the largest high half (a NaN's); pass 1 counts every high half up to it
+_MAX_HIGH = 0x7FFF  # the largest high half (a NaN's); pass 1 counts every high half up to it
 _PARALLEL_BINCOUNT_FROM = 1 << 20  # elements: below it one thread counts faster than several
 
 
@@ -232,7 +232,7 @@ def _select(
         high = highs(s)
         if high.numel() == 0:
             continue
-        counts = _bincount(high, _PRUNED_HIGH + 1)
+        counts = _bincount(high, _MAX_HIGH + 1)
         pruned = highs.num_pruned(s)  # they hold high half 0, with the live weights of |w| < 2**-126 (and zeros)
         if int(counts[_INF_KEY >> 16 :].sum()) > 0:  # a live NaN or Inf: count them per tensor for the message
             _count_nonfinite(highs, s, high, nonfinite)
@@ -299,14 +299,14 @@ def _select(
         live_part = highs.live_part(s)
         if live_part is None or cut_high > 0:  # the pruned positions hold high half 0: below the cut
             torch.ge(high, cut_high, out=part)
-        elif isinstance(live_part, Tensor):
-            torch.logical_and(live_part, high >= cut_high, out=part)  # in place when `live` is `out`
+        elif isinstance(live_part, Tensor):  # a cut in bin 0 keeps every live position, less the candidates below
+            if live_part.data_ptr() != part.data_ptr():
+                part.copy_(live_part)
         else:
-            torch.ge(high, cut_high, out=part)
             first = highs.segments[s][0]
             for i, mask in zip(range(first, highs.segments[s][1]), live_part):
                 a, b = highs.offsets[i] - highs.offsets[first], highs.offsets[i + 1] - highs.offsets[first]
-                part[a:b].logical_and_(mask)
+                part[a:b].copy_(mask)
     out[all_pos[all_keys < threshold]] = False
     if mine:
         out[pos[:mine]] = False
@@ -319,17 +319,12 @@ def _select(
 
 
 def _count_nonfinite(highs: _Highs, segment: int, high: Tensor, nonfinite: Tensor) -> None:
-    """``nonfinite[i]`` = the live NaN / Inf weights of each tensor ``i`` of the segment (high half >= 0x7f80)."""
+    """``nonfinite[i]`` = the live NaN / Inf weights of each tensor ``i`` of the segment (high half >= 0x7f80; the
+    pruned positions hold 0)."""
     first, stop = highs.segments[segment]
-    live = highs.live_part(segment)
-    for j, i in enumerate(range(first, stop)):
+    for i in range(first, stop):
         a, b = highs.offsets[i] - highs.offsets[first], highs.offsets[i + 1] - highs.offsets[first]
-        bad = high[a:b] >= (_INF_KEY >> 16)
-        if isinstance(live, Tensor):
-            bad &= live[a:b]
-        elif live is not None:
-            bad &= live[j]
-        nonfinite[i] = int(bad.sum())
+        nonfinite[i] = int((high[a:b] >= (_INF_KEY >> 16)).sum())
 
 
 def _my_ties(

@@ -39,7 +39,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from lightning_compress.pruning.magnitude import smallest_mask
+from lightning_compress.pruning.radix_select import smallest_mask
 from lightning_compress.sparsity.pattern import check_sparsity_pattern
 
 __all__ = ["ColumnQuantizer", "inverse_hessian_cholesky", "obs_column_walk", "prepare_hessian", "sparsegpt_prune"]
